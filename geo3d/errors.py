@@ -1,0 +1,31 @@
+"""Exceptions raised by geo3d.
+
+Every error a user can cause with bad input derives from :class:`Geo3dError`, so the CLI can turn
+them into a one-line message and a non-zero exit instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class Geo3dError(Exception):
+    """Base class of the errors geo3d raises for bad input or a missing dependency."""
+
+
+class CaptureError(Geo3dError):
+    """A capture cannot be read or written: missing file, unreadable image, bad layout.
+
+    The message names the file and the problem.
+    """
+
+
+class CalibrationError(CaptureError):
+    """Camera or sensor calibration is missing or invalid (wrong matrix shape, non-orthonormal
+    rotation, non-positive focal length, NaN/inf)."""
+
+
+class UnknownFormatError(CaptureError):
+    """No reader recognises the given path."""
+
+
+class MissingDependencyError(Geo3dError, ImportError):
+    """An optional dependency is not installed; the message names the pip extra that provides it."""

@@ -1,0 +1,6 @@
+"""Small helpers shared by every layer: optional imports and atomic file writes."""
+
+from geo3d.utils.atomic import atomic_directory, atomic_write_bytes, atomic_write_text
+from geo3d.utils.optional import require
+
+__all__ = ["atomic_directory", "atomic_write_bytes", "atomic_write_text", "require"]
