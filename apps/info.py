@@ -135,7 +135,7 @@ def format_summary(summary: dict[str, Any], fmt_description: str = "") -> str:
     lines.append(f"cameras  {len(summary['cameras'])}")
     if summary["cameras"]:
         counted = summary["lidar_frames_counted"]
-        header = f"  {'name':<18}{'images':>7}  {'size':<11}{'fx':>9}{'fy':>9}{'cx':>9}{'cy':>9}  {'extras':<22}"
+        header = f"  {'name':<18}{'images':>7}  {'size':<11}{'fx':>9}{'fy':>9}{'cx':>9}{'cy':>9}  {'extras':<27}"
         if counted:
             header += f"LiDAR points in image (mean of {counted} frame{'s' if counted > 1 else ''})"
         lines.append(header)
@@ -145,7 +145,7 @@ def format_summary(summary: dict[str, Any], fmt_description: str = "") -> str:
             extras += ["K varies"] if cam["intrinsics_vary"] else []
             row = (
                 f"  {name:<18}{cam['images']:>7}  {','.join(cam['resolutions']):<11}"
-                f"{k['fx']:>9.2f}{k['fy']:>9.2f}{k['cx']:>9.2f}{k['cy']:>9.2f}  {','.join(extras) or '-':<22}"
+                f"{k['fx']:>9.2f}{k['fy']:>9.2f}{k['cx']:>9.2f}{k['cy']:>9.2f}  {','.join(extras) or '-':<27}"
             )
             if cam["lidar_points_in_image"]:
                 row += f"{cam['lidar_points_in_image']['mean']:,.0f}"

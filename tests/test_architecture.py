@@ -102,3 +102,13 @@ def test_geo3d_help_does_not_import_torch():
     first, *rest = _fresh_python(code).splitlines()
     assert first == "0 False False"
     assert "info" in "\n".join(rest) and "demo" in "\n".join(rest)
+
+
+def test_pyproject_lists_every_package():
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {
+        ".".join(p.relative_to(REPO).parts[:-1]) for p in GEO3D.rglob("__init__.py") if "__pycache__" not in p.parts
+    }
+    assert on_disk <= listed, f"add {sorted(on_disk - listed)} to [tool.setuptools] packages in pyproject.toml"

@@ -1,0 +1,82 @@
+"""The semantic class vocabulary of geo3d's synthetic data: nuScenes-lidarseg / Occ3D's 16 classes.
+
+A class id is its index in :data:`CLASS_NAMES`. Id 0 is ``"free"``: empty space in an occupancy grid,
+and "no hit" (sky, or beyond the sensor's range) in rendered labels. Ids 1..16 follow the order of
+the Occ3D-nuScenes benchmark (its ``others`` class, unused here, is replaced by ``free``).
+
+Instances follow nuScenes-panoptic: objects of the :data:`THING_CLASSES` get instance ids >= 1,
+unique within a scene; "stuff" (road, sidewalk, terrain, buildings, vegetation, ...) has instance 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+CLASS_NAMES: tuple[str, ...] = (
+    "free",
+    "barrier",
+    "bicycle",
+    "bus",
+    "car",
+    "construction_vehicle",
+    "motorcycle",
+    "pedestrian",
+    "traffic_cone",
+    "trailer",
+    "truck",
+    "driveable_surface",
+    "other_flat",
+    "sidewalk",
+    "terrain",
+    "manmade",
+    "vegetation",
+)
+"""Class names; the id of a class is its index. 0 = free space / no hit."""
+
+CLASS_IDS: dict[str, int] = {name: i for i, name in enumerate(CLASS_NAMES)}
+"""Class name -> id."""
+
+FREE = 0
+"""Id of free space, and of pixels / LiDAR beams that hit nothing."""
+
+THING_CLASSES: tuple[str, ...] = CLASS_NAMES[1:11]
+"""Countable objects (barrier .. truck): they get instance ids >= 1; the other classes get 0."""
+
+CLASS_PALETTE: np.ndarray = np.array(
+    [
+        [0, 0, 0],  # free
+        [255, 120, 50],  # barrier
+        [255, 192, 203],  # bicycle
+        [255, 255, 0],  # bus
+        [0, 150, 245],  # car
+        [0, 255, 255],  # construction_vehicle
+        [200, 180, 0],  # motorcycle
+        [255, 0, 0],  # pedestrian
+        [255, 240, 150],  # traffic_cone
+        [135, 60, 0],  # trailer
+        [160, 32, 240],  # truck
+        [255, 0, 255],  # driveable_surface
+        [139, 137, 137],  # other_flat
+        [75, 0, 75],  # sidewalk
+        [150, 240, 80],  # terrain
+        [230, 230, 250],  # manmade
+        [0, 175, 0],  # vegetation
+    ],
+    dtype=np.uint8,
+)
+"""``[17, 3]`` uint8 RGB display colour per class id (for visualisation only, not scene albedo)."""
+
+
+def class_id(name: str) -> int:
+    """Id of the class ``name`` (one of :data:`CLASS_NAMES`); raises KeyError naming the choices."""
+    try:
+        return CLASS_IDS[name]
+    except KeyError:
+        raise KeyError(f"unknown class {name!r}; expected one of {', '.join(CLASS_NAMES)}") from None
+
+
+def colorize_labels(labels: np.ndarray) -> np.ndarray:
+    """``[...]`` integer class ids -> ``[..., 3]`` uint8 display colours (ids out of range -> black)."""
+    labels = np.asarray(labels)
+    valid = (labels >= 0) & (labels < len(CLASS_NAMES))
+    return np.where(valid[..., None], CLASS_PALETTE[np.where(valid, labels, 0)], 0).astype(np.uint8)
