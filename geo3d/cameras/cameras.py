@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral
@@ -151,8 +152,16 @@ class PinholeCameras:
     ) -> PinholeCameras:
         """From :class:`~geo3d.structures.capture.CameraFrame` s of one image size (names = ``frame.camera``).
 
-        The frames' ``distortion`` is ignored: the ops assume undistorted images.
+        The frames' ``distortion`` is not modelled (the ops assume undistorted images); a warning
+        names the cameras whose coefficients are non-zero.
         """
+        distorted = sorted({f.camera for f in frames if f.distortion is not None and np.any(f.distortion)})
+        if distorted:
+            warnings.warn(
+                f"cameras {distorted} have lens distortion, which PinholeCameras ignores: undistort the "
+                "images first (e.g. COLMAP's image_undistorter) for exact projections",
+                stacklevel=2,
+            )
         width, height = common_image_size(frames)
         return cls.from_numpy(
             np.stack([frame.K for frame in frames]),

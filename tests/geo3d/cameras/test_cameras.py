@@ -247,3 +247,24 @@ def test_gradients_reach_K_and_cam2world_through_the_container():
     assert torch.autograd.gradcheck(
         lambda k, m: PinholeCameras(k, m, 32, 24).project(points).uv, (K, cam2world)
     )
+
+
+def test_from_camera_frames_warns_about_lens_distortion():
+    import warnings
+
+    import numpy as np
+    import pytest
+
+    from geo3d.cameras import PinholeCameras
+    from geo3d.structures import ArraySource, CameraFrame
+
+    def frame(name, distortion):
+        return CameraFrame(camera=name, K=np.array([[5.0, 0, 2], [0, 5, 2], [0, 0, 1]]), cam2world=np.eye(4),
+                           width=4, height=4, image=ArraySource.of(np.zeros((4, 4, 3), np.uint8)),
+                           distortion=distortion)  # fmt: skip
+
+    with pytest.warns(UserWarning, match=r"\['b'\] have lens distortion"):
+        PinholeCameras.from_camera_frames([frame("a", None), frame("b", np.array([0.1, 0, 0, 0]))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PinholeCameras.from_camera_frames([frame("a", None), frame("c", np.zeros(4))])
