@@ -168,7 +168,8 @@ def run(config: Config) -> int:
     from geo3d.io import detect_format, get_format
 
     fmt = get_format(config.format) if config.format else detect_format(config.path)
-    capture = fmt.reader()(config.path)
+    # summarise every split of a NeRF scene, not only the training views
+    capture = fmt.reader()(config.path, split="all") if fmt.name == "blender" else fmt.reader()(config.path)
     summary = summarize_capture(capture, max_frames=config.max_frames)
     summary["source_format"], summary["format"] = summary["format"], fmt.name
     if config.json:

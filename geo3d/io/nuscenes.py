@@ -198,7 +198,8 @@ def read_nuscenes_info(path: str | Path, data_root: str | Path | None = None, sa
     The 3D boxes (``instances``) go into ``capture.metadata["samples"][i]["boxes"]``, one list per
     frame, each box a dict ``{"label", "label_id", "box": [x, y, z, l, w, h, yaw], "valid",
     "num_lidar_pts", "velocity"}`` in the LiDAR frame of that frame (see :data:`BOX_COLUMNS`;
-    ``label`` is None for ``label_id`` -1, a class outside ``metainfo["categories"]``).
+    ``label`` is None for ``label_id`` -1, a class outside ``metainfo["categories"]``; a velocity
+    component is None where nuScenes has NaN).
 
     Args:
         path: the ``.pkl`` file. Only read trusted files (see the module docstring).
@@ -314,7 +315,11 @@ def _info_boxes(instances: Any, id_to_label: dict[int, str], where: str) -> list
             "box": box[:7].tolist(),
             "valid": bool(inst.get("bbox_3d_isvalid", True)),
             "num_lidar_pts": int(inst.get("num_lidar_pts", -1)),
-            "velocity": np.asarray(inst.get("velocity", []), dtype=np.float64).reshape(-1).tolist(),
+            # nuScenes gives NaN velocity for boxes without a neighbouring annotation: store None (JSON)
+            "velocity": [
+                None if not np.isfinite(v) else float(v)
+                for v in np.asarray(inst.get("velocity", []), dtype=np.float64).reshape(-1)
+            ],
         })  # fmt: skip
     return boxes
 
