@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from geo3d.errors import CaptureError
-from geo3d.geometry.poses import transform_points
+from geo3d.geometry.poses import invert_pose, transform_points
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,8 +130,6 @@ class CameraFrame:
     @property
     def world2cam(self) -> np.ndarray:
         """``[4, 4]`` world-to-camera (inverse of ``cam2world``)."""
-        from geo3d.geometry.poses import invert_pose
-
         return invert_pose(self.cam2world)
 
 
