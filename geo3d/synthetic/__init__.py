@@ -23,9 +23,14 @@ from geo3d.synthetic.raycast import (
     SceneRaycaster,
     render_camera,
     render_capture,
+    render_frame,
     simulate_lidar,
 )
-from geo3d.synthetic.scene import LabelledMesh, SyntheticScene, build_street_scene
+from geo3d.synthetic.scene import Actor, LabelledMesh, SyntheticScene, place_model
+from geo3d.synthetic.street import LEAD_IN_M, StreetConfig, build_street_scene
+from geo3d.synthetic.road import LAYOUTS, RoadPath, Segment, make_route
+from geo3d.synthetic.primitives import ObjectModel, Part
+from geo3d.synthetic.objects import MODELS
 from geo3d.synthetic.sensors import (
     LidarSpec,
     SurroundRig,
@@ -36,6 +41,18 @@ from geo3d.synthetic.sensors import (
 from geo3d.synthetic.textures import TEXTURES, value_noise
 
 __all__ = [
+    "LAYOUTS",
+    "LEAD_IN_M",
+    "MODELS",
+    "Actor",
+    "ObjectModel",
+    "Part",
+    "RoadPath",
+    "Segment",
+    "StreetConfig",
+    "make_route",
+    "place_model",
+    "render_frame",
     "CLASS_IDS",
     "CLASS_NAMES",
     "CLASS_PALETTE",

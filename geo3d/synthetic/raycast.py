@@ -33,7 +33,7 @@ class RayHits(NamedTuple):
 
     Attributes:
         t: ``[R]`` float64 hit distance in units of the ray direction's length; inf = no hit.
-        mesh_index: ``[R]`` int64 index into ``scene.meshes`` of the hit mesh; -1 = no hit.
+        mesh_index: ``[R]`` int64 index into the raycaster's ``meshes`` of the hit mesh; -1 = no hit.
         normals: ``[R, 3]`` float64 unit normal of the hit triangle as stored (its winding), world.
     """
 
@@ -74,35 +74,46 @@ class LidarRender(NamedTuple):
 
 
 class SceneRaycaster:
-    """A scene loaded into Open3D's ``RaycastingScene``; build once, cast many rays.
+    """A scene posed at one time, loaded into Open3D's ``RaycastingScene``; build once, cast many rays.
 
-    Open3D traces in float32: keep scenes within a few km of the world origin (1e-7 relative).
+    All meshes go into one Open3D geometry (a face -> mesh lookup recovers which mesh a ray hit),
+    which builds fast enough to rebuild per frame when actors move. Open3D traces in float32: keep
+    scenes within a few km of the world origin (1e-7 relative).
 
     Attributes:
         scene: the :class:`SyntheticScene`.
+        meshes: the posed meshes in the raycaster (static ones first, then the actors').
         semantic, instance: ``[M + 1]`` int32 labels per mesh, with a trailing 0 for "no hit" (so
             ``semantic[mesh_index]`` is 0 where ``mesh_index == -1``).
         colors: ``[M + 1, 3]`` float64 base albedo per mesh (trailing row unused).
     """
 
-    def __init__(self, scene: SyntheticScene) -> None:
+    def __init__(self, scene: SyntheticScene, time_s: float = 0.0, *, center=None,
+                 radius_m: float | None = None) -> None:
+        """Pose ``scene`` at ``time_s``; with ``center [3]`` and ``radius_m``, keep only the meshes
+        whose bounding box comes within ``radius_m`` of ``center`` (world, metres)."""
         o3d = require("open3d")
         self.scene = scene
         self._o3d = o3d
+        meshes = scene.meshes_at(time_s)
+        if center is not None and radius_m is not None and meshes:
+            lo = np.array([m.vertices.min(axis=0) for m in meshes])
+            hi = np.array([m.vertices.max(axis=0) for m in meshes])
+            gap = np.maximum(np.maximum(lo - center, np.asarray(center) - hi), 0.0)
+            meshes = [m for m, g in zip(meshes, np.linalg.norm(gap, axis=1)) if g <= radius_m]
+        self.meshes = meshes
         self._raycasting = o3d.t.geometry.RaycastingScene()
-        geometry_ids = [
-            self._raycasting.add_triangles(
-                o3d.core.Tensor(np.ascontiguousarray(mesh.vertices, dtype=np.float32)),
-                o3d.core.Tensor(np.ascontiguousarray(mesh.faces, dtype=np.uint32)),
-            )
-            for mesh in scene.meshes
-        ]
-        self._mesh_of_geometry = np.full(max(geometry_ids, default=-1) + 2, -1, dtype=np.int64)
-        self._mesh_of_geometry[geometry_ids] = np.arange(len(geometry_ids))
-        self.semantic = np.array([m.semantic for m in scene.meshes] + [0], dtype=np.int32)
-        self.instance = np.array([m.instance for m in scene.meshes] + [0], dtype=np.int32)
-        self.colors = np.array([m.color for m in scene.meshes] + [(0.0, 0.0, 0.0)], dtype=np.float64)
-        self._textures = [m.texture for m in scene.meshes]
+        counts = np.array([len(m.faces) for m in meshes], dtype=np.int64)
+        self._face_mesh = np.repeat(np.arange(len(meshes)), counts)
+        if meshes:
+            offsets = np.cumsum([0] + [len(m.vertices) for m in meshes])[:-1]
+            vertices = np.concatenate([m.vertices for m in meshes]).astype(np.float32)
+            faces = np.concatenate([m.faces + o for m, o in zip(meshes, offsets)]).astype(np.uint32)
+            self._raycasting.add_triangles(o3d.core.Tensor(vertices), o3d.core.Tensor(faces))
+        self.semantic = np.array([m.semantic for m in meshes] + [0], dtype=np.int32)
+        self.instance = np.array([m.instance for m in meshes] + [0], dtype=np.int32)
+        self.colors = np.array([m.color for m in meshes] + [(0.0, 0.0, 0.0)], dtype=np.float64)
+        self._textures = [m.texture for m in meshes]
 
     def _rays(self, origins: np.ndarray, directions: np.ndarray):
         origins = np.broadcast_to(origins, directions.shape)
@@ -112,20 +123,21 @@ class SceneRaycaster:
     def cast(self, origins: np.ndarray, directions: np.ndarray) -> RayHits:
         """First hits of rays ``origins [R, 3]`` (or ``[3]``) + t ``directions [R, 3]`` (world)."""
         directions = np.asarray(directions, dtype=np.float64).reshape(-1, 3)
-        if not self.scene.meshes or len(directions) == 0:
+        if not self.meshes or len(directions) == 0:
             count = len(directions)
             return RayHits(np.full(count, np.inf), np.full(count, -1, np.int64), np.zeros((count, 3)))
         result = self._raycasting.cast_rays(self._rays(origins, directions))
         geometry = result["geometry_ids"].numpy().astype(np.int64)
         hit = geometry != self._raycasting.INVALID_ID
-        mesh_index = np.where(hit, self._mesh_of_geometry[np.where(hit, geometry, -1)], -1)
+        primitive = result["primitive_ids"].numpy().astype(np.int64)
+        mesh_index = np.where(hit, self._face_mesh[np.where(hit, primitive, 0)], -1)
         t = np.where(hit, result["t_hit"].numpy().astype(np.float64), np.inf)
         return RayHits(t, mesh_index, result["primitive_normals"].numpy().astype(np.float64))
 
     def occluded(self, origins: np.ndarray, directions: np.ndarray) -> np.ndarray:
         """``[R]`` bool: whether each ray ``origins [R, 3]`` + t ``directions [R, 3]`` (t > 0) hits
         anything."""
-        if not self.scene.meshes or len(directions) == 0:
+        if not self.meshes or len(directions) == 0:
             return np.zeros(len(directions), dtype=bool)
         return self._raycasting.test_occlusions(self._rays(origins, directions)).numpy().astype(bool)
 
@@ -236,53 +248,75 @@ def simulate_lidar(scene: SyntheticScene | SceneRaycaster, lidar2world: np.ndarr
     return LidarRender(points.astype(np.float32), caster.semantic[mesh_index], caster.instance[mesh_index])
 
 
+CULL_RADIUS_M = 250.0
+"""Per-frame ray casting keeps only the meshes within this distance of the ego (metres)."""
+
+
+def render_frame(scene: SyntheticScene | SceneRaycaster, rig: SurroundRig, ego2world: np.ndarray, index: int,
+                 timestamp: float, lidar_spec: LidarSpec | None = None, rng: np.random.Generator | None = None,
+                 *, lidar: bool = True, shadows: bool = True) -> Frame:
+    """Render the cameras of ``rig`` and (with ``lidar``) a ``LIDAR_TOP`` sweep at one ego pose.
+
+    Args:
+        scene: the scene, posed at ``timestamp`` (seconds) here, or a :class:`SceneRaycaster`
+            already posed at that time.
+        rig: the cameras; ``cam2world = ego2world @ rig.cam2ego[c]``.
+        ego2world: ``[4, 4]`` ego-to-world pose.
+        index, timestamp: the frame's index and time (seconds).
+        lidar_spec: the LiDAR (default :class:`LidarSpec`); ``sensor2world = ego2world @ lidar2ego``.
+        rng: draws the LiDAR's range noise and dropout, if the spec has them.
+
+    Returns:
+        A :class:`Frame` with in-memory uint8 images, float32 depth, uint8 semantic and int32
+        instance maps, and ``[N, 5]`` LiDAR points (:data:`LIDAR_COLUMNS`) with uint8 / int32 labels.
+    """
+    ego2world = np.asarray(ego2world, dtype=np.float64)
+    caster = scene if isinstance(scene, SceneRaycaster) else SceneRaycaster(
+        scene, timestamp, center=ego2world[:3, 3], radius_m=CULL_RADIUS_M)
+    frame = Frame(index=index, timestamp=timestamp, ego2world=ego2world.copy())
+    for name, K, cam2ego in zip(rig.names, rig.K, rig.cam2ego):
+        cam2world = ego2world @ cam2ego
+        render = render_camera(caster, K, cam2world, rig.width, rig.height, shadows=shadows)
+        frame.cameras[name] = CameraFrame(
+            camera=name, K=np.array(K, dtype=np.float64), cam2world=cam2world, width=rig.width,
+            height=rig.height, image=ArraySource.of(render.rgb), timestamp=timestamp,
+            depth=ArraySource.of(render.depth), semantic=ArraySource.of(render.semantic.astype(np.uint8)),
+            instance=ArraySource.of(render.instance))
+    if lidar:
+        spec = lidar_spec or LidarSpec()
+        lidar2world = ego2world @ spec.lidar2ego
+        sweep = simulate_lidar(caster, lidar2world, spec, rng)
+        frame.lidar["LIDAR_TOP"] = LidarSweep(
+            sensor="LIDAR_TOP", points=ArraySource.of(sweep.points), columns=LIDAR_COLUMNS,
+            sensor2world=lidar2world, timestamp=timestamp, semantic=ArraySource.of(sweep.semantic.astype(np.uint8)),
+            instance=ArraySource.of(sweep.instance))
+    return frame
+
+
 def render_capture(scene: SyntheticScene, rig: SurroundRig, ego2world_list,
                    lidar_spec: LidarSpec | None = None, seed: int = 0, *, lidar: bool = True,
                    frame_interval_s: float = 0.5, shadows: bool = True) -> Capture:
-    """Render a multi-camera + LiDAR capture of ``scene`` along an ego trajectory.
+    """Render a multi-camera + LiDAR capture of ``scene`` along an ego trajectory (no occupancy;
+    :func:`geo3d.synthetic.generate.generate_capture` makes the full ground truth).
 
     Args:
-        scene: the scene (loaded into one :class:`SceneRaycaster` for the whole capture).
-        rig: the cameras; ``cam2world = ego2world @ rig.cam2ego[c]``.
+        scene: the scene; frame ``i`` sees it at time ``i * frame_interval_s`` (actors move).
+        rig, lidar_spec, lidar, shadows: as in :func:`render_frame`.
         ego2world_list: ``T`` ``[4, 4]`` ego-to-world poses (a list or a ``[T, 4, 4]`` array).
-        lidar_spec: the LiDAR (default :class:`LidarSpec`); ``sensor2world = ego2world @ lidar2ego``.
         seed: recorded in the metadata; seeds the LiDAR's range noise and dropout (frame ``i`` uses
             ``numpy.random.default_rng([seed, i])``), which are off by default.
-        lidar: whether to simulate the ``LIDAR_TOP`` sweep.
         frame_interval_s: time between frames; frame ``i`` has timestamp ``i * frame_interval_s``.
-        shadows: cast sun shadows in the images.
 
     Returns:
-        A :class:`Capture` (``source_format="synthetic"``) whose camera frames hold in-memory uint8
-        images, float32 depth and int32 semantic / instance maps, and whose ``LIDAR_TOP`` sweeps hold
-        ``[N, 5]`` points (:data:`LIDAR_COLUMNS`) with per-point labels. ``metadata`` has the seed,
-        the class names, the scene's own metadata and the LiDAR spec.
+        A :class:`Capture` (``source_format="synthetic"``) of :func:`render_frame` frames;
+        ``metadata`` has the seed, the class names, the scene's own metadata and the LiDAR spec.
     """
-    caster = SceneRaycaster(scene)
     spec = lidar_spec or LidarSpec()
-    frames = []
-    for index, ego2world in enumerate(ego2world_list):
-        ego2world = np.asarray(ego2world, dtype=np.float64)
-        timestamp = index * frame_interval_s
-        frame = Frame(index=index, timestamp=timestamp, ego2world=ego2world.copy())
-        for name, K, cam2ego in zip(rig.names, rig.K, rig.cam2ego):
-            cam2world = ego2world @ cam2ego
-            render = render_camera(caster, K, cam2world, rig.width, rig.height, shadows=shadows)
-            frame.cameras[name] = CameraFrame(
-                camera=name, K=np.array(K, dtype=np.float64), cam2world=cam2world, width=rig.width,
-                height=rig.height, image=ArraySource.of(render.rgb), timestamp=timestamp,
-                depth=ArraySource.of(render.depth), semantic=ArraySource.of(render.semantic),
-                instance=ArraySource.of(render.instance))
-        if lidar:
-            lidar2world = ego2world @ spec.lidar2ego
-            sweep = simulate_lidar(caster, lidar2world, spec, np.random.default_rng([seed, index]))
-            frame.lidar["LIDAR_TOP"] = LidarSweep(
-                sensor="LIDAR_TOP", points=ArraySource.of(sweep.points), columns=LIDAR_COLUMNS,
-                sensor2world=lidar2world, timestamp=timestamp, semantic=ArraySource.of(sweep.semantic),
-                instance=ArraySource.of(sweep.instance))
-        frames.append(frame)
+    static = None if scene.actors else SceneRaycaster(scene)
+    frames = [render_frame(static or scene, rig, ego2world, index, index * frame_interval_s, spec,
+                           np.random.default_rng([seed, index]), lidar=lidar, shadows=shadows)
+              for index, ego2world in enumerate(ego2world_list)]
     metadata = {"seed": int(seed), "class_names": list(CLASS_NAMES), "scene": dict(scene.metadata),
                 "lidar": spec.to_dict() if lidar else None, "frame_interval_s": frame_interval_s}
-    return Capture(frames, source_format="synthetic", world_frame="synthetic (x forward, y left, z up)",
+    return Capture(frames, source_format="synthetic", world_frame="synthetic (z up, metres)",
                    metadata=metadata)
-

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from geo3d.synthetic import build_street_scene, nuscenes_like_rig, render_capture, straight_ego_poses
+from geo3d.synthetic import build_street_scene, nuscenes_like_rig, render_capture
 
 STREET_SEED = 7
 
@@ -18,9 +18,8 @@ def street_scene():
 
 @pytest.fixture(scope="session")
 def street_capture(street_scene):
-    """One 225x400 six-camera frame + LiDAR of the street, the ego 3 m along it (timed)."""
+    """One 225x400 six-camera frame + LiDAR of the street, the ego at its start (timed)."""
     start = time.perf_counter()
-    capture = render_capture(street_scene, nuscenes_like_rig(), straight_ego_poses(1, start_x_m=3.0),
-                             seed=STREET_SEED)
+    capture = render_capture(street_scene, nuscenes_like_rig(), [street_scene.ego2world(0.0)], seed=STREET_SEED)
     capture.metadata["test_render_seconds"] = time.perf_counter() - start
     return capture

@@ -214,14 +214,15 @@ def test_raycaster_reuse_and_empty_scene():
 
 def test_street_lidar_returns_lie_on_the_meshes_with_their_labels(street_scene, street_capture):
     trimesh = pytest.importorskip("trimesh")
-    vertices, faces, mesh_index = street_scene.merged()
+    posed = SyntheticScene(street_scene.meshes_at(0.0))  # the actors where frame 0 saw them
+    vertices, faces, mesh_index = posed.merged()
     mesh = trimesh.Trimesh(vertices, faces, process=False)
     sweep = street_capture.frames[0].lidar["LIDAR_TOP"]
     points_world = sweep.points_world()
     pick = np.random.default_rng(0).choice(len(points_world), 1500, replace=False)
     _, distance, triangle = trimesh.proximity.closest_point(mesh, points_world[pick])
     assert distance.max() < 1e-3
-    semantic = np.array([m.semantic for m in street_scene.meshes])[mesh_index[triangle]]
+    semantic = np.array([m.semantic for m in posed.meshes])[mesh_index[triangle]]
     assert (semantic == sweep.load_labels("semantic")[pick]).mean() > 0.99  # edges may go either way
 
 
@@ -271,18 +272,20 @@ def test_street_lidar_agrees_with_camera_depth(street_capture):
     assert np.concatenate(all_same_label).mean() > 0.95  # the class at the nearest pixel
 
 
-def test_street_capture_structure(street_capture):
+def test_street_capture_structure(street_scene, street_capture):
     assert street_capture.source_format == "synthetic" and len(street_capture) == 1
     assert street_capture.metadata["class_names"][0] == "free" and street_capture.metadata["seed"] == 7
     frame = street_capture.frames[0]
-    assert frame.timestamp == 0.0 and frame.ego2world[0, 3] == 3.0
+    assert frame.timestamp == 0.0
+    np.testing.assert_array_equal(frame.ego2world, street_scene.ego2world(0.0))
     seen = set()
     for name, cam in frame.cameras.items():
         assert cam.load_image_uint8().shape == (225, 400, 3)
         assert cam.load_depth().dtype == np.float32 and cam.load_instance().dtype == np.int32
+        assert cam.load_semantic().dtype == np.uint8
         seen |= set(np.unique(cam.load_semantic()).tolist())
     sweep = frame.lidar["LIDAR_TOP"]
-    np.testing.assert_allclose(sweep.sensor2world[:3, 3], [3.0 + 0.94, 0.0, 1.84])
+    np.testing.assert_allclose(sweep.sensor2world, frame.ego2world @ LidarSpec().lidar2ego)
     assert sweep.columns == ("x", "y", "z", "intensity", "ring") and len(sweep.load_points()) > 20000
     for name in ("driveable_surface", "sidewalk", "terrain", "manmade", "vegetation", "car"):
         assert CLASS_IDS[name] in seen, name

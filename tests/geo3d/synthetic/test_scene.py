@@ -13,9 +13,11 @@ from geo3d.synthetic import (
     CLASS_NAMES,
     CLASS_PALETTE,
     THING_CLASSES,
+    Actor,
+    RoadPath,
+    Segment,
     LabelledMesh,
     SyntheticScene,
-    build_street_scene,
     class_id,
     colorize_labels,
     value_noise,
@@ -59,51 +61,6 @@ def test_scene_merged_and_bounds():
     np.testing.assert_allclose(scene.bounds(), [[0, 0, 0], [2, 3, 5]])
 
 
-def _fingerprint(scene: SyntheticScene):
-    vertices, faces, mesh_index = scene.merged()
-    labels = [(m.semantic, m.instance, m.color, m.texture) for m in scene.meshes]
-    return vertices, faces, labels, scene.sun_direction
-
-
-def test_street_is_deterministic_per_seed():
-    a, b, c = build_street_scene(3), build_street_scene(3), build_street_scene(4)
-    fa, fb, fc = _fingerprint(a), _fingerprint(b), _fingerprint(c)
-    np.testing.assert_array_equal(fa[0], fb[0])
-    np.testing.assert_array_equal(fa[1], fb[1])
-    assert fa[2] == fb[2] and np.array_equal(fa[3], fb[3])
-    assert fa[0].shape != fc[0].shape or not np.array_equal(fa[0], fc[0])
-    assert a.metadata["seed"] == 3
-
-
-def test_street_layout(street_scene):
-    semantic = {m.semantic for m in street_scene.meshes}
-    for name in ("driveable_surface", "sidewalk", "terrain", "manmade", "vegetation", "car", "pedestrian",
-                 "traffic_cone", "barrier"):
-        assert CLASS_IDS[name] in semantic, name
-    things = {CLASS_IDS[name] for name in THING_CLASSES}
-    instances: dict[int, int] = {}
-    for mesh in street_scene.meshes:
-        if mesh.semantic in things:
-            assert mesh.instance >= 1
-            assert instances.setdefault(mesh.instance, mesh.semantic) == mesh.semantic  # one class each
-        else:
-            assert mesh.instance == 0
-        assert all(0 <= c <= 1 for c in mesh.color)
-    cars = [m for m in street_scene.meshes if m.semantic == CLASS_IDS["car"]]
-    assert len({m.color for m in cars}) > 3  # per-instance colour variation
-    # the ego lane (|y| < 1.75 m) is free of objects above the road along the whole street
-    for mesh in street_scene.meshes:
-        lo, hi = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
-        over_lane = lo[1] < 1.5 and hi[1] > -1.5 and hi[2] > 0.01 and lo[2] < 3.0
-        ahead = hi[0] > -20.0 and lo[0] < 56.0  # the barriers close the road beyond 58 m
-        assert not (over_lane and ahead), (CLASS_NAMES[mesh.semantic], lo, hi)
-    # the street spans -L/4 .. 3L/4 and the ground is at z = 0
-    road = [m for m in street_scene.meshes if m.semantic == CLASS_IDS["driveable_surface"]][0]
-    np.testing.assert_allclose(road.vertices[:, 0].min(), -20.0)
-    np.testing.assert_allclose(road.vertices[:, 0].max(), 60.0)
-    assert road.vertices[:, 2].max() == 0.0
-
-
 def test_value_noise_is_smooth_and_in_range():
     points = np.random.default_rng(0).uniform(-50, 50, (2000, 3))
     values = value_noise(points, 0.7)
@@ -117,3 +74,21 @@ def test_import_is_light():
     code = "import sys, geo3d.synthetic; print(sorted({'open3d', 'trimesh', 'torch'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_actor_moves_along_its_path_and_keeps_its_instance():
+    from geo3d.synthetic import MODELS
+
+    path = RoadPath.from_segments([Segment("straight", 100.0)])
+    model = MODELS["car"](np.random.default_rng(0))
+    actor = Actor(model, 7, path, s0=20.0, lateral_m=1.5, speed_mps=4.0, direction=-1)
+    scene = SyntheticScene([], actors=[actor])
+    np.testing.assert_allclose(actor.pose_at(0.0), (20.0, 1.5, np.pi))
+    np.testing.assert_allclose(actor.pose_at(2.0), (12.0, 1.5, np.pi))
+    at0, at2 = scene.meshes_at(0.0), scene.meshes_at(2.0)
+    assert len(at0) == len(model.parts) and {m.instance for m in at0 + at2} == {7}
+    for a, b in zip(at0, at2):
+        np.testing.assert_allclose(b.vertices - a.vertices, np.broadcast_to([-8.0, 0.0, 0.0], a.vertices.shape),
+                                   atol=1e-9)
+    with pytest.raises(ValueError, match="ego"):
+        scene.ego2world(0.0)
