@@ -25,6 +25,7 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command("demo", "demo", "Run the main job end to end on the built-in synthetic capture."),
     Command("info", "info", "Detect a capture's format and summarise its frames, cameras and LiDAR."),
+    Command("synth", "synth", "Generate a synthetic multi-camera + LiDAR capture with full ground truth."),
 )
 
 

@@ -3,7 +3,7 @@
 Today's path (it grows as the occupancy, NeRF and splatting pieces land):
 
 1. build a procedural street scene from a seed and render it with a six-camera surround rig and a
-   32-beam LiDAR (RGB, depth, semantic and instance ground truth);
+   32-beam LiDAR (RGB, depth, semantic and instance ground truth, semantic occupancy);
 2. write the capture in geo3d's format (atomically) and read it back with format detection;
 3. summarise it as ``geo3d info`` does (LiDAR points inside each camera image);
 4. check the sensors against each other: LiDAR points z-buffered into every camera vs the rendered
@@ -34,7 +34,7 @@ class Config:
     seed: int = 0
     """Scene seed: the same seed gives the same scene, images and points."""
     frames: int = 2
-    """Frames along the ego trajectory (2 m apart)."""
+    """Frames of the drive (0.5 s apart, the ego at 6 m/s)."""
     width: int = 400
     """Camera image width in pixels."""
     height: int = 225
@@ -161,14 +161,8 @@ def run(config: Config) -> int:
     import numpy as np
 
     from geo3d.io import read_capture, write_capture
-    from geo3d.synthetic import (
-        CLASS_NAMES,
-        build_street_scene,
-        colorize_labels,
-        nuscenes_like_rig,
-        render_capture,
-        straight_ego_poses,
-    )
+    from geo3d.synthetic import CLASS_NAMES, colorize_labels
+    from geo3d.synthetic.generate import SynthConfig, generate_capture
     from geo3d.utils import atomic_write_text
     from geo3d_apps.info import format_summary, summarize_capture
 
@@ -180,9 +174,8 @@ def run(config: Config) -> int:
 
     t = _step(1, total, f"rendering the built-in street scene (seed {config.seed}): {config.frames} frame(s), "
                         f"6 cameras at {config.width}x{config.height}, 32-beam LiDAR")  # fmt: skip
-    scene = build_street_scene(config.seed)
-    rig = nuscenes_like_rig(config.width, config.height)
-    capture = render_capture(scene, rig, straight_ego_poses(config.frames), seed=config.seed)
+    capture = generate_capture(SynthConfig(seed=config.seed, frames=config.frames, width=config.width,
+                                           height=config.height))
     timings["render_s"] = time.perf_counter() - t
 
     t = _step(2, total, f"writing the capture to {out / 'capture'} and reading it back")

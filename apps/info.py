@@ -78,6 +78,7 @@ def summarize_capture(capture, max_frames: int = 100) -> dict[str, Any]:
         "cameras": {},
         "lidar": {},
         "points3d": None if capture.points3d is None else int(len(capture.points3d.xyz)),
+        "occupancy": _occupancy_summary(capture),
         "metadata_keys": sorted(capture.metadata),
     }
     for name, entry in cameras.items():
@@ -99,6 +100,23 @@ def summarize_capture(capture, max_frames: int = 100) -> dict[str, Any]:
         }
     summary["lidar_frames_counted"] = frames_counted
     return summary
+
+
+def _occupancy_summary(capture) -> dict[str, Any] | None:
+    """Occupancy ground truth: how many frames have it, and the first grid's size and coverage."""
+    frames = [f for f in capture.frames if f.occupancy is not None]
+    if not frames:
+        return None
+    occ = frames[0].occupancy
+    masks = {which: occ.load_mask(which) for which in ("camera", "lidar")}
+    return {
+        "frames": len(frames),
+        "shape": list(occ.shape),
+        "voxel_size_m": occ.voxel_size.tolist(),
+        "grid_frame": occ.frame,
+        "first_frame_occupied_voxels": int(occ.occupied().sum()),
+        "first_frame_mask_coverage": {k: None if m is None else float(m.mean()) for k, m in masks.items()},
+    }
 
 
 def _count_in_images(frame, points_world, in_image: dict[str, list[float]]) -> None:
@@ -156,6 +174,16 @@ def format_summary(summary: dict[str, Any], fmt_description: str = "") -> str:
         lines.append(
             f"  {name}: {sweep['sweeps']} sweep(s), {pts['mean']:,.0f} points per sweep "
             f"(min {pts['min']:,}, max {pts['max']:,}), columns {', '.join(sweep['columns'])}"
+        )
+    occ = summary.get("occupancy")
+    if occ:
+        sizes = occ["voxel_size_m"]
+        size = f"{sizes[0]:g}" if len(set(sizes)) == 1 else "x".join(f"{v:g}" for v in sizes)
+        cover = [f"{k} mask {v:.1%}" for k, v in occ["first_frame_mask_coverage"].items() if v is not None]
+        lines.append(
+            f"occupancy {occ['frames']} frame(s), grid {'x'.join(map(str, occ['shape']))} of {size} m "
+            f"({occ['grid_frame']} frame); first frame: {occ['first_frame_occupied_voxels']:,} occupied voxels"
+            + "".join(f", {c}" for c in cover)
         )
     if summary["points3d"] is not None:
         lines.append(f"points3d {summary['points3d']:,} sparse points")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("cameras", "errors", "geometry", "io", "structures", "utils")
+_SUBPACKAGES = ("cameras", "errors", "geometry", "io", "structures", "synthetic", "utils")
 
 if TYPE_CHECKING:  # pragma: no cover
     from geo3d import cameras, errors, geometry, io, structures, utils  # noqa: F401

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from geo3d.structures import ArraySource, CameraFrame, Capture, Frame, LidarSweep, SparsePoints
+from geo3d.structures import ArraySource, CameraFrame, Capture, Frame, LidarSweep, SemanticOccupancy, SparsePoints
 
 
 def _random_pose(rng):
@@ -13,13 +13,34 @@ def _random_pose(rng):
     return pose
 
 
-def make_capture(seed=0, frames=2) -> Capture:
+def make_occupancy(rng, i: int) -> SemanticOccupancy | None:
+    """A small random grid; the variant cycles with ``i``: full (ego frame, both masks as bool,
+    int32 instances), minimal (world frame, scalar voxel size, a uint8 lidar mask), none."""
+    shape = (6, 5, 3)
+    semantics = np.where(rng.uniform(size=shape) < 0.3, rng.integers(1, 17, shape), 0).astype(np.uint8)
+    if i % 3 == 0:
+        return SemanticOccupancy(
+            semantics=ArraySource.of(semantics),
+            origin=np.array([-1.2, -1.0, -0.6]) + rng.uniform(size=3),
+            voxel_size=np.array([0.4, 0.4, 0.2 + rng.uniform() / 7]),
+            mask_camera=ArraySource.of(rng.uniform(size=shape) < 0.5),
+            mask_lidar=ArraySource.of(rng.uniform(size=shape) < 0.7),
+            instances=ArraySource.of(rng.integers(0, 4, shape).astype(np.int32)),
+        )
+    if i % 3 == 1:
+        return SemanticOccupancy(semantics=ArraySource.of(semantics), origin=rng.normal(size=3) * 100,
+                                 voxel_size=0.5, frame="world",
+                                 mask_lidar=ArraySource.of((rng.uniform(size=shape) < 0.7).astype(np.uint8)))  # fmt: skip
+    return None
+
+
+def make_capture(seed=0, frames=2, occupancy=True, size=(5, 7)) -> Capture:
     rng = np.random.default_rng(seed)
     out = []
     for i in range(frames):
         cams = {}
         for name, channels in (("CAM_FRONT", 3), ("CAM/BACK LEFT", 4)):
-            h, w = 5, 7
+            h, w = size
             cams[name] = CameraFrame(
                 camera=name,
                 K=np.array([[rng.uniform(5, 9), 0.1, 3.1], [0, rng.uniform(5, 9), 2.2], [0, 0, 1]]),
@@ -43,7 +64,8 @@ def make_capture(seed=0, frames=2) -> Capture:
                 semantic=ArraySource.of(rng.integers(0, 17, n).astype(np.uint8)),
             )
         }
-        out.append(Frame(index=i, cameras=cams, lidar=lidar, timestamp=0.5 * i, ego2world=_random_pose(rng)))
+        out.append(Frame(index=i, cameras=cams, lidar=lidar, timestamp=0.5 * i, ego2world=_random_pose(rng),
+                         occupancy=make_occupancy(rng, i) if occupancy else None))  # fmt: skip
     points = SparsePoints(xyz=rng.normal(size=(20, 3)), rgb=rng.integers(0, 256, (20, 3), dtype=np.uint8),
                           error=rng.uniform(size=20))  # fmt: skip
     return Capture(out, source_format="test", source="/somewhere", world_frame="test world",
@@ -80,6 +102,23 @@ def assert_same_capture(a: Capture, b: Capture):
                 if va is not None:
                     assert va.dtype == vb.dtype
                     np.testing.assert_array_equal(va, vb)
+        assert_same_occupancy(fa.occupancy, fb.occupancy)
     if a.points3d is not None:
         for key in ("xyz", "rgb", "error"):
             np.testing.assert_array_equal(getattr(a.points3d, key), getattr(b.points3d, key))
+
+
+def assert_same_occupancy(a: SemanticOccupancy | None, b: SemanticOccupancy | None):
+    assert (a is None) == (b is None)
+    if a is None:
+        return
+    assert (a.shape, a.frame, a.free_label) == (b.shape, b.frame, b.free_label)
+    np.testing.assert_array_equal(a.origin, b.origin)
+    np.testing.assert_array_equal(a.voxel_size, b.voxel_size)
+    pairs = [(a.load_semantics(), b.load_semantics()), (a.load_instances(), b.load_instances()),
+             (a.load_mask("camera"), b.load_mask("camera")), (a.load_mask("lidar"), b.load_mask("lidar"))]  # fmt: skip
+    for va, vb in pairs:
+        assert (va is None) == (vb is None)
+        if va is not None:
+            assert va.dtype == vb.dtype
+            np.testing.assert_array_equal(va, vb)

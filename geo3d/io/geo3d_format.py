@@ -1,25 +1,27 @@
 """geo3d's own on-disk capture format (a folder with a JSON manifest), see ``docs/capture_format.md``.
 
-Layout::
+Layout (``<ext>`` is ``.npy``, or ``.npz`` in a compressed capture)::
 
     capture.json                       manifest: format name and version, calibration, frame list
     images/<camera>/<frame>.png        uint8 RGB or RGBA, lossless
-    depth/<camera>/<frame>.npy         float32 [H, W] metres, 0 = invalid
-    semantic|instance/<camera>/<frame>.npy   integer [H, W]
-    lidar/<sensor>/<frame>.npy         float32 [N, C] in the sensor frame
-    lidar_semantic|lidar_instance/<sensor>/<frame>.npy   integer [N]
-    points3d/{xyz,rgb,error}.npy       optional sparse world points
+    depth/<camera>/<frame><ext>        float32 [H, W] metres, 0 = invalid
+    semantic|instance/<camera>/<frame><ext>   integer [H, W]
+    lidar/<sensor>/<frame><ext>        float32 [N, C] in the sensor frame
+    lidar_semantic|lidar_instance/<sensor>/<frame><ext>   integer [N]
+    occupancy/<frame>.npz              Occ3D-style semantics / mask_camera / mask_lidar (+ instances)
+    points3d/{xyz,rgb,error}<ext>      optional sparse world points
 
 Matrices and timestamps are stored as JSON numbers, which Python writes with the shortest repr that
-reads back to the same float64: a round trip is exact. Writes are atomic (the folder is built under
-a temporary name and renamed into place).
+reads back to the same float64: a round trip is exact. This module holds the reader; the writer
+(:class:`CaptureWriter`, :func:`write_capture`: atomic, incremental and resumable) is in
+:mod:`geo3d.io.capture_writer` and re-exported here.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import re
+import zipfile
+import zlib
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,134 +30,57 @@ import numpy as np
 
 from geo3d.errors import CaptureError
 from geo3d.geometry.poses import check_intrinsics, check_pose
-from geo3d.io.images import encode_png, read_image_uint8
+from geo3d.io.images import read_image_uint8
 from geo3d.structures.capture import ArraySource, CameraFrame, Capture, Frame, LidarSweep, SparsePoints
-from geo3d.utils.atomic import atomic_directory
+from geo3d.structures.occupancy import SemanticOccupancy
 
 FORMAT_NAME = "geo3d-capture"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Newest version this geo3d reads and writes. Version 2 = version 1 + ``.npz`` array files; a
+capture without compressed arrays is still written as version 1 (readable by older geo3d)."""
+READ_VERSIONS = (1, 2)
 MANIFEST = "capture.json"
-
-
-def _safe_names(names: list[str]) -> dict[str, str]:
-    """Folder name per sensor name: only ``[A-Za-z0-9._-]``, unique."""
-    out: dict[str, str] = {}
-    for i, name in enumerate(names):
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", name) or f"sensor{i}"
-        if safe in out.values() or safe.startswith("."):
-            safe = f"{i:02d}_{safe.lstrip('.')}"
-        out[name] = safe
-    return out
-
-
-def _save_npy(root: Path, rel: str, array: np.ndarray) -> str:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    path.write_bytes(buffer.getvalue())
-    return rel
-
-
-def _save_png(root: Path, rel: str, pixels: np.ndarray) -> str:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode_png(pixels))
-    return rel
-
-
-def _matrix(value: np.ndarray | None) -> list | None:
-    return None if value is None else np.asarray(value, dtype=np.float64).tolist()
-
-
-def write_capture(capture: Capture, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``capture`` to the folder ``path`` in geo3d's format; returns the path.
-
-    Pixels and points of file-backed sources are decoded and re-encoded losslessly (uint8 PNG for
-    images, ``.npy`` for everything else), so reading the result gives back every value exactly.
-    The folder appears only once complete; with ``overwrite=False`` an existing ``path`` is an error.
-    """
-    path = Path(path)
-    cam_dirs = _safe_names(capture.camera_names)
-    lidar_dirs = _safe_names(capture.lidar_names)
-    with atomic_directory(path, overwrite=overwrite) as root:
-        frames_json = []
-        for frame in capture.frames:
-            stem = f"{frame.index:06d}"
-            cameras_json = {}
-            for name, cam in frame.cameras.items():
-                sub = f"{cam_dirs[name]}/{stem}"
-                entry: dict[str, Any] = {
-                    "K": _matrix(cam.K),
-                    "cam2world": _matrix(cam.cam2world),
-                    "width": int(cam.width),
-                    "height": int(cam.height),
-                    "timestamp": cam.timestamp,
-                    "image": _save_png(root, f"images/{sub}.png", cam.load_image_uint8()),
-                    "distortion": None if cam.distortion is None else np.asarray(cam.distortion, float).tolist(),
-                }
-                for key, loader in (
-                    ("depth", cam.load_depth),
-                    ("semantic", cam.load_semantic),
-                    ("instance", cam.load_instance),
-                ):
-                    arr = loader()
-                    entry[key] = None if arr is None else _save_npy(root, f"{key}/{sub}.npy", arr)
-                cameras_json[name] = entry
-            lidar_json = {}
-            for name, sweep in frame.lidar.items():
-                sub = f"{lidar_dirs[name]}/{stem}"
-                entry = {
-                    "points": _save_npy(root, f"lidar/{sub}.npy", sweep.load_points()),
-                    "columns": list(sweep.columns),
-                    "sensor2world": _matrix(sweep.sensor2world),
-                    "timestamp": sweep.timestamp,
-                }
-                for key in ("semantic", "instance"):
-                    labels = sweep.load_labels(key)
-                    entry[key] = None if labels is None else _save_npy(root, f"lidar_{key}/{sub}.npy", labels)
-                lidar_json[name] = entry
-            frames_json.append(
-                {
-                    "index": frame.index,
-                    "timestamp": frame.timestamp,
-                    "ego2world": _matrix(frame.ego2world),
-                    "cameras": cameras_json,
-                    "lidar": lidar_json,
-                }
-            )
-        points_json = None
-        if capture.points3d is not None:
-            pts = capture.points3d
-            points_json = {
-                key: None if value is None else _save_npy(root, f"points3d/{key}.npy", value)
-                for key, value in (("xyz", pts.xyz), ("rgb", pts.rgb), ("error", pts.error))
-            }
-        manifest = {
-            "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
-            "source_format": capture.source_format,
-            "source": capture.source,
-            "world_frame": capture.world_frame,
-            "metadata": capture.metadata,
-            "points3d": points_json,
-            "frames": frames_json,
-        }
-        try:
-            text = json.dumps(manifest, indent=1, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise CaptureError(f"{path}: capture holds values that cannot be stored as JSON ({exc})") from None
-        (root / MANIFEST).write_text(text)
-    return path
+NPZ_KEY = "data"
+"""Name of the single array inside a compressed (``.npz``) array file: ``np.load(f)["data"]``."""
+OCCUPANCY_KEYS = ("semantics", "mask_camera", "mask_lidar", "instances")
+"""Array names inside ``occupancy/<frame>.npz`` (Occ3D's ``labels.npz`` names, plus ``instances``)."""
 
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise CaptureError(f"{path}: file not found") from None
     except (ValueError, OSError, EOFError) as exc:
         raise CaptureError(f"{path}: corrupt or truncated .npy file ({exc})") from None
+    if not isinstance(arr, np.ndarray):
+        arr.close()
+        raise CaptureError(f"{path}: expected a single .npy array, found an .npz archive")
+    return arr
+
+
+def load_npz_member(path: Path, key: str) -> np.ndarray:
+    """Array ``key`` of the ``.npz`` file ``path`` (only that member is decompressed).
+
+    Raises:
+        CaptureError: naming the file, when it is missing, not an ``.npz``, truncated or corrupt,
+            or has no member ``key``.
+    """
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise CaptureError(f"{path}: file not found") from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise CaptureError(f"{path}: corrupt or truncated .npz file ({exc})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise CaptureError(f"{path}: expected an .npz archive, found a single .npy array")
+    with npz:
+        if key not in npz.files:
+            raise CaptureError(f"{path}: no array {key!r} in the .npz file (it holds {npz.files})")
+        try:
+            return npz[key]
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
+            raise CaptureError(f"{path}: corrupt or truncated .npz file, array {key!r} ({exc})") from None
 
 
 def _get(obj: dict, key: str, what: str, kinds: tuple[type, ...] | type | None = None):
@@ -178,9 +103,16 @@ def _file(root: Path, rel: str | None, what: str) -> Path | None:
     return path
 
 
-def _npy_source(root: Path, rel: str | None, what: str) -> ArraySource | None:
+def _array_source(root: Path, rel: str | None, what: str) -> ArraySource | None:
+    """A lazy source for an array file: ``.npy``, or ``.npz`` holding the array :data:`NPZ_KEY`."""
     path = _file(root, rel, what)
-    return None if path is None else ArraySource(path=path, loader=partial(_load_npy, path))
+    if path is None:
+        return None
+    if path.suffix == ".npy":
+        return ArraySource(path=path, loader=partial(_load_npy, path))
+    if path.suffix == ".npz":
+        return ArraySource(path=path, loader=partial(load_npz_member, path, NPZ_KEY))
+    raise CaptureError(f"{what}: {path}: unsupported array file type (expected .npy or .npz)")
 
 
 def _optional_float(value: Any, what: str) -> float | None:
@@ -191,8 +123,38 @@ def _optional_float(value: Any, what: str) -> float | None:
     return float(value)
 
 
+def _read_occupancy(root: Path, oj: dict, what: str) -> SemanticOccupancy:
+    path = _file(root, _get(oj, "file", what, str), what)
+    keys = _get(oj, "keys", what, list)
+    if "semantics" not in keys or not set(keys) <= set(OCCUPANCY_KEYS):
+        allowed = list(OCCUPANCY_KEYS)
+        raise CaptureError(f"{what}: 'keys' must include 'semantics' and only name {allowed}, got {keys}")
+    sources = {k: ArraySource(path=path, loader=partial(load_npz_member, path, k)) if k in keys else None
+               for k in OCCUPANCY_KEYS}  # fmt: skip
+    shape = _get(oj, "shape", what, list)
+    if len(shape) != 3 or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape):
+        raise CaptureError(f"{what}: 'shape' must be 3 integers [X, Y, Z], got {shape}")
+    try:
+        return SemanticOccupancy(
+            semantics=sources["semantics"],  # type: ignore[arg-type]
+            origin=np.asarray(_get(oj, "origin", what, list), dtype=np.float64),
+            voxel_size=np.asarray(_get(oj, "voxel_size", what, list), dtype=np.float64),
+            frame=_get(oj, "frame", what, str),
+            mask_camera=sources["mask_camera"],
+            mask_lidar=sources["mask_lidar"],
+            instances=sources["instances"],
+            shape=tuple(shape),  # type: ignore[arg-type]
+            free_label=int(oj.get("free_label", 0)),
+        )
+    except (ValueError, TypeError) as exc:
+        raise CaptureError(f"{what}: {exc}") from None
+
+
 def read_geo3d(path: str | Path) -> Capture:
-    """Read a capture written by :func:`write_capture`.
+    """Read a capture written by :func:`write_capture` / :class:`CaptureWriter` (versions 1 and 2).
+
+    Only the manifest is read: images, arrays and occupancy grids are decoded on demand, and a
+    truncated or corrupt file raises :class:`CaptureError` naming it when it is loaded.
 
     Raises:
         CaptureError: the folder or manifest is missing or corrupt, the format version is not one
@@ -211,11 +173,11 @@ def read_geo3d(path: str | Path) -> Capture:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise CaptureError(f"{what}: not a geo3d capture manifest (format != {FORMAT_NAME!r})")
     version = manifest.get("version")
-    if version != FORMAT_VERSION:
+    if version not in READ_VERSIONS or isinstance(version, bool):
         relation = "newer" if isinstance(version, int) and version > FORMAT_VERSION else "different"
         raise CaptureError(
             f"{what}: capture format version {version!r} was written by a {relation} geo3d; "
-            f"this geo3d reads version {FORMAT_VERSION}"
+            f"this geo3d reads versions {', '.join(map(str, READ_VERSIONS))}"
         )
     frames = []
     for i, fj in enumerate(_get(manifest, "frames", what, list)):
@@ -233,9 +195,9 @@ def read_geo3d(path: str | Path) -> Capture:
                 height=int(_get(cj, "height", cwhat, int)),
                 timestamp=_optional_float(cj.get("timestamp"), cwhat),
                 image=ArraySource(path=image_path, loader=partial(read_image_uint8, image_path)),
-                depth=_npy_source(root, cj.get("depth"), cwhat),
-                semantic=_npy_source(root, cj.get("semantic"), cwhat),
-                instance=_npy_source(root, cj.get("instance"), cwhat),
+                depth=_array_source(root, cj.get("depth"), cwhat),
+                semantic=_array_source(root, cj.get("semantic"), cwhat),
+                instance=_array_source(root, cj.get("instance"), cwhat),
                 distortion=None if distortion is None else np.asarray(distortion, dtype=np.float64),
             )
         lidar = {}
@@ -243,14 +205,17 @@ def read_geo3d(path: str | Path) -> Capture:
             lwhat = f"{fwhat} lidar {name!r}"
             lidar[name] = LidarSweep(
                 sensor=name,
-                points=_npy_source(root, _get(lj, "points", lwhat, str), lwhat),  # type: ignore[arg-type]
+                points=_array_source(root, _get(lj, "points", lwhat, str), lwhat),  # type: ignore[arg-type]
                 columns=tuple(_get(lj, "columns", lwhat, list)),
                 sensor2world=check_pose(_get(lj, "sensor2world", lwhat), f"{lwhat} sensor2world"),
                 timestamp=_optional_float(lj.get("timestamp"), lwhat),
-                semantic=_npy_source(root, lj.get("semantic"), lwhat),
-                instance=_npy_source(root, lj.get("instance"), lwhat),
+                semantic=_array_source(root, lj.get("semantic"), lwhat),
+                instance=_array_source(root, lj.get("instance"), lwhat),
             )
         ego = fj.get("ego2world")
+        oj = fj.get("occupancy")  # absent in captures written before occupancy existed
+        if oj is not None and not isinstance(oj, dict):
+            raise CaptureError(f"{fwhat}: 'occupancy' must be an object or null")
         frames.append(
             Frame(
                 index=int(_get(fj, "index", fwhat, int)),
@@ -258,13 +223,14 @@ def read_geo3d(path: str | Path) -> Capture:
                 lidar=lidar,
                 timestamp=_optional_float(fj.get("timestamp"), fwhat),
                 ego2world=None if ego is None else check_pose(ego, f"{fwhat} ego2world"),
+                occupancy=None if oj is None else _read_occupancy(root, oj, f"{fwhat} occupancy"),
             )
         )
     points3d = None
     pj = manifest.get("points3d")
     if pj is not None:
         pwhat = f"{what}: points3d"
-        sources = {key: _npy_source(root, pj.get(key), pwhat) for key in ("xyz", "rgb", "error")}
+        sources = {key: _array_source(root, pj.get(key), pwhat) for key in ("xyz", "rgb", "error")}
         if sources["xyz"] is None:
             raise CaptureError(f"{pwhat}: missing 'xyz'")
         points3d = SparsePoints(**{k: None if s is None else s.load() for k, s in sources.items()})
@@ -289,3 +255,32 @@ def sniff_geo3d(path: str | Path) -> bool:
             return FORMAT_NAME.encode() in handle.read(256)
     except OSError:
         return False
+
+
+_WRITER_NAMES = ("CaptureExistsError", "CaptureWriter", "write_capture")
+
+
+def __getattr__(name: str):
+    # The writer lives in geo3d.io.capture_writer, which imports the constants above; importing it
+    # on first use (PEP 562) instead of at the top keeps the two modules free of an import cycle.
+    if name in _WRITER_NAMES:
+        from geo3d.io import capture_writer
+
+        return getattr(capture_writer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "NPZ_KEY",
+    "OCCUPANCY_KEYS",
+    "READ_VERSIONS",
+    "CaptureExistsError",
+    "CaptureWriter",
+    "load_npz_member",
+    "read_geo3d",
+    "sniff_geo3d",
+    "write_capture",
+]

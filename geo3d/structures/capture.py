@@ -14,12 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from geo3d.errors import CaptureError
 from geo3d.geometry.poses import invert_pose, transform_points
+
+if TYPE_CHECKING:
+    from geo3d.structures.occupancy import SemanticOccupancy
 
 
 @dataclass(frozen=True, eq=False)
@@ -198,6 +201,9 @@ class Frame:
         lidar: sensor name -> :class:`LidarSweep`.
         timestamp: seconds, or None.
         ego2world: optional ``[4, 4]`` float64 pose of the vehicle/rig body.
+        occupancy: optional semantic occupancy ground truth around the rig at this instant
+            (:class:`~geo3d.structures.occupancy.SemanticOccupancy`; an ``"ego"`` grid is placed
+            in the world by ``ego2world``).
     """
 
     index: int
@@ -205,6 +211,7 @@ class Frame:
     lidar: dict[str, LidarSweep] = field(default_factory=dict)
     timestamp: float | None = None
     ego2world: np.ndarray | None = None
+    occupancy: SemanticOccupancy | None = None
 
 
 @dataclass(eq=False)

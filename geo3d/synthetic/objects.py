@@ -392,7 +392,7 @@ def building(rng: np.random.Generator, width: float | None = None, depth: float 
     wall = _jitter(rng, [[0.75, 0.68, 0.58], [0.62, 0.38, 0.3], [0.8, 0.8, 0.78], [0.55, 0.55, 0.6],
                          [0.85, 0.75, 0.55], [0.45, 0.42, 0.4], [0.7, 0.6, 0.5]][rng.integers(7)], 0.04)
     hx, hy = width / 2, depth / 2
-    model.add(*box([-hx, -hy, -0.05], [hx, hy, height]), wall, "facade")
+    model.add(*box([-hx, -hy, -0.15], [hx, hy, height]), wall, "facade")
     if height > 10 and rng.uniform() < 0.4:
         setback = rng.uniform(1.5, 3.0)
         model.add(*box([-hx + setback, -hy + setback, height - 0.1], [hx - setback, hy - setback,

@@ -4,7 +4,9 @@ driving scene holds, labelled with the Occ3D / nuScenes-lidarseg classes.
 Cross-section (lateral offset ``d`` from the main road's centre line, + = left, right-hand traffic):
 the ego lane ``[-lane, 0]``, the oncoming lane ``[0, lane]``, a parking strip on each side (usually),
 a 15 cm kerb and a sidewalk, sometimes a grass verge with trees and bushes, then buildings set back
-from the sidewalk. A big terrain slab just below z = 0 fills everything else. Junctions add a
+from the sidewalk. A big terrain slab (top at z = -0.1) fills everything else. Ground slabs are
+0.2 m thick or more below z = 0 (the road is thicker than the terrain it overlaps), so that in a
+voxel at ground level the road, sidewalk or island outweighs the terrain under it. Junctions add a
 crossing road with zebra crossings, traffic lights, traffic islands (``other_flat``), and vehicles
 waiting at the stop lines. Moving traffic drives in both lanes, pedestrians walk the sidewalks.
 
@@ -149,10 +151,10 @@ def _lighting(st: _Street) -> None:
 
 def _ground_and_road(st: _Street) -> None:
     lo, hi = st.path.xy.min(axis=0) - 90.0, st.path.xy.max(axis=0) + 90.0
-    vertices, faces = box([lo[0], lo[1], -0.12], [hi[0], hi[1], -0.02])
+    vertices, faces = box([lo[0], lo[1], -0.2], [hi[0], hi[1], -0.1])
     st.scene.meshes.append(LabelledMesh(vertices, faces, class_id("terrain"), 0, (0.36, 0.42, 0.25), "grass"))
     length = st.path.length
-    st.slab("driveable_surface", 0.0, length, -st.half[-1], st.half[1], -0.1, 0.0, (0.3, 0.3, 0.32), "asphalt")
+    st.slab("driveable_surface", 0.0, length, -st.half[-1], st.half[1], -0.2, 0.0, (0.3, 0.3, 0.32), "asphalt")
     white = (0.9, 0.9, 0.88)
     junction_zones = st.zones(1.0)
     for side in (-1, 1):
@@ -168,13 +170,13 @@ def _ground_and_road(st: _Street) -> None:
     for side in (-1, 1):
         edge = side * st.half[side]
         for a, b in st.free_intervals(st.zones(0.0)):
-            st.slab("sidewalk", a, b, *sorted((edge, edge + side * 0.2)), -0.1, 0.16, (0.6, 0.6, 0.58), "noise")
-            st.slab("sidewalk", a, b, *sorted((edge + side * 0.2, edge + side * st.walk[side])), -0.1, 0.15,
+            st.slab("sidewalk", a, b, *sorted((edge, edge + side * 0.2)), -0.2, 0.16, (0.6, 0.6, 0.58), "noise")
+            st.slab("sidewalk", a, b, *sorted((edge + side * 0.2, edge + side * st.walk[side])), -0.2, 0.15,
                     (0.7, 0.68, 0.64), "paving")
         if st.verge[side]:
             inner = st.half[side] + st.walk[side]
             for a, b in st.free_intervals(st.zones(3.0)):
-                st.slab("terrain", a, b, *sorted((side * inner, side * (inner + st.verge[side]))), -0.1, 0.1,
+                st.slab("terrain", a, b, *sorted((side * inner, side * (inner + st.verge[side]))), -0.2, 0.1,
                         (0.3, 0.45, 0.2), "grass")
 
 
@@ -198,17 +200,17 @@ def _build_junction(st: _Street, j: dict) -> None:
     right, left = 50.0 - st.half[-1], 50.0 + st.half[1]  # crossing arc lengths at the main road's edges
     white = (0.9, 0.9, 0.88)
     for a, b in ((0.0, right), (left, 100.0)):
-        st.slab("driveable_surface", a, b, -lane, lane, -0.1, 0.0, (0.3, 0.3, 0.32), "asphalt", path)
+        st.slab("driveable_surface", a, b, -lane, lane, -0.2, 0.0, (0.3, 0.3, 0.32), "asphalt", path)
     for a, b in ((0.0, right - st.walk[-1]), (left + st.walk[1], 100.0)):
         for side in (-1, 1):
-            st.slab("sidewalk", a, b, *sorted((side * lane, side * (lane + walk))), -0.1, 0.15,
+            st.slab("sidewalk", a, b, *sorted((side * lane, side * (lane + walk))), -0.2, 0.15,
                     (0.68, 0.67, 0.63), "paving", path)
         for s in np.arange(a + 4.0, b - 2.0, rng.uniform(8.0, 12.0)):
             side = 1 if rng.uniform() < 0.5 else -1
             st.put(st.model("tree"), s, side * (lane + walk - 0.6), path=path, z=0.15)
     islands = ((right - 10.0, right - 2.0), (left + 2.0, left + 10.0))
     for a, b in islands:  # traffic islands splitting the crossing road's mouths, with a keep-right sign
-        st.slab("other_flat", a, b, -0.6, 0.6, -0.1, 0.13, (0.55, 0.55, 0.52), "noise", path)
+        st.slab("other_flat", a, b, -0.6, 0.6, -0.2, 0.13, (0.55, 0.55, 0.52), "noise", path)
         st.put(st.model("traffic_sign"), (a + b) / 2, 0.0, -math.pi / 2, 0.13, path)
     for a, b in ((0.0, islands[0][0]), (islands[1][1], 100.0)):
         for s in np.arange(a + 1.0, b - 3.0, 9.0):
@@ -277,7 +279,7 @@ def _guaranteed(st: _Street) -> None:
     s_med = LEAD_IN_M + float(rng.uniform(20.0, 45.0))
     while any(a < s_med + 10 and s_med < b for a, b in st.zones(6.0)):
         s_med += 10.0
-    st.slab("other_flat", s_med, s_med + 10.0, -0.5, 0.5, -0.1, 0.13, (0.55, 0.55, 0.52), "noise")
+    st.slab("other_flat", s_med, s_med + 10.0, -0.5, 0.5, -0.2, 0.13, (0.55, 0.55, 0.52), "noise")
     st.put(st.model("traffic_sign"), s_med + 1.0, 0.0, math.pi, 0.13)
     st.scene.metadata["median_island"] = [s_med - 1.0, s_med + 11.0]
 
@@ -313,7 +315,7 @@ def _roadside(st: _Street) -> None:
                            path=None)
                     placed.append(corners)
                     if st.setback[side] > 1.5 and verge == 0 and rng.uniform() < 0.5:
-                        st.put(st.model("bush"), s + width / 2, side * (front - 0.8), 0.0, -0.02)
+                        st.put(st.model("bush"), s + width / 2, side * (front - 0.8), 0.0, -0.1)
                     s += width + float(rng.uniform(0.0, 4.0))
                 else:
                     s += 3.0

@@ -52,6 +52,30 @@ def test_info_text_and_geo3d_format(tmp_path, capsys):
     assert summary["points3d"] == 20
 
 
+def test_info_summarises_occupancy_ground_truth(tmp_path, capsys):
+    from geo3d.io import write_capture
+
+    capture = make_capture(frames=3)  # frames 0 and 1 have grids, frame 2 none
+    write_capture(capture, tmp_path / "cap", compress=True)
+    occ = capture.frames[0].occupancy
+    summary = _info_json(capsys, tmp_path / "cap")["occupancy"]
+    assert summary["frames"] == 2 and summary["shape"] == [6, 5, 3] and summary["grid_frame"] == "ego"
+    assert summary["voxel_size_m"] == occ.voxel_size.tolist()
+    assert summary["first_frame_occupied_voxels"] == np.count_nonzero(occ.load_semantics()) > 0
+    for which in ("camera", "lidar"):
+        assert summary["first_frame_mask_coverage"][which] == pytest.approx(occ.load_mask(which).mean())
+    assert main(["info", str(tmp_path / "cap")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("occupancy"))
+    count = f"{summary['first_frame_occupied_voxels']:,} occupied voxels"
+    assert "2 frame(s), grid 6x5x3 of 0.4x0.4x" in line and "(ego frame)" in line and count in line
+    assert f"camera mask {occ.load_mask('camera').mean():.1%}" in line
+
+    write_capture(make_capture(occupancy=False), tmp_path / "plain")
+    assert _info_json(capsys, tmp_path / "plain")["occupancy"] is None
+    assert main(["info", str(tmp_path / "plain")]) == 0
+    assert "occupancy" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("kind", ["missing", "unknown", "corrupt"])
 def test_info_bad_input_exits_nonzero_with_reason(tmp_path, capsys, kind):
     target = tmp_path / "x"
