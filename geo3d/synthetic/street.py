@@ -28,6 +28,9 @@ from geo3d.synthetic.road import LAYOUTS, RoadPath, Segment, make_route
 from geo3d.synthetic.scene import Actor, LabelledMesh, SyntheticScene, place_model
 from geo3d.synthetic.classes import class_id
 
+INSTANCES_PER_STREAM = 1000
+"""Instance ids come in blocks, one per random stream, so that they too are stable as a route grows."""
+
 LEAD_IN_M = 40.0
 """Road behind the ego's start position, metres (the ego starts at arc length ``LEAD_IN_M``)."""
 
@@ -66,11 +69,8 @@ class _Street:
     """Builder state: the scene, the rng, the cross-section and the zones kept clear."""
 
     def __init__(self, seed: int, config: StreetConfig) -> None:
-        self.rng = np.random.default_rng(seed)
-        self.config = config
-        self.scene = SyntheticScene()
-        self.next_instance = 1
-        rng = self.rng
+        self.seed, self.config, self.scene = seed, config, SyntheticScene()
+        rng = self.use(0)
         self.lane = float(rng.uniform(3.0, 3.6))
         self.park = {side: (2.3 if rng.uniform() < 0.85 else 0.0) for side in (-1, 1)}
         self.half = {side: self.lane + self.park[side] for side in (-1, 1)}  # carriageway edge
@@ -78,15 +78,29 @@ class _Street:
         self.verge = {side: (float(rng.uniform(1.5, 3.0)) if rng.uniform() < 0.6 else 0.0) for side in (-1, 1)}
         self.setback = {side: float(rng.uniform(0.0, 3.0)) for side in (-1, 1)}
         self.min_length = LEAD_IN_M + config.ego_speed_mps * config.duration_s + 100.0
-        self.segments = make_route(rng, config.layout, self.min_length, LEAD_IN_M)
+        self.segments = make_route(self.use(1), config.layout, self.min_length, LEAD_IN_M)
         self.path = RoadPath.from_segments(self.segments)
         self.junctions: list[dict] = []
         self.parking_taken = {-1: [], 1: []}  # (s0, s1) intervals per side
 
     # -- helpers ---------------------------------------------------------------------------------
+    def use(self, *key: int) -> np.random.Generator:
+        """Switch to the random stream ``[seed, *key]`` (and to a fresh block of instance ids).
+
+        Each stage of the build, and each side of the road, draws from its own stream in a fixed
+        order, so a longer drive (more route) extends a scene without changing what is near the
+        start: the first frames of a 200-frame drive are those of a 20-frame one.
+        """
+        padded = (*key, 0, 0)[:3]
+        self.rng = np.random.default_rng([self.seed, *key])
+        self.next_instance = self.instance_base = 1 + INSTANCES_PER_STREAM * (4096 * padded[0] + 8 * padded[1] + padded[2])
+        return self.rng
+
     def instance_for(self, model: ObjectModel) -> int:
         if not model.is_thing:
             return 0
+        if self.next_instance >= self.instance_base + INSTANCES_PER_STREAM:
+            raise RuntimeError("too many objects in one random stream; raise INSTANCES_PER_STREAM")
         self.next_instance += 1
         return self.next_instance - 1
 
@@ -131,7 +145,7 @@ class _Street:
 
 
 def _lighting(st: _Street) -> None:
-    rng, scene = st.rng, st.scene
+    rng, scene = st.use(2), st.scene
     overcast = rng.uniform() < 0.3
     azimuth, elevation = rng.uniform(0, 2 * math.pi), math.radians(rng.uniform(12.0, 70.0))
     scene.sun_direction = np.array([math.cos(elevation) * math.cos(azimuth),
@@ -183,6 +197,7 @@ def _ground_and_road(st: _Street) -> None:
 def _junctions(st: _Street) -> None:
     """Record each junction (crossing road geometry) before the main road is laid out."""
     s = 0.0
+    st.use(3)
     for seg in st.segments:
         if seg.kind == "junction":
             centre = s + seg.length_m / 2
@@ -195,8 +210,8 @@ def _junctions(st: _Street) -> None:
         s += seg.length_m
 
 
-def _build_junction(st: _Street, j: dict) -> None:
-    rng, path, lane, walk = st.rng, j["path"], j["lane"], j["walk"]
+def _build_junction(st: _Street, j: dict, index: int) -> None:
+    rng, path, lane, walk = st.use(4, index), j["path"], j["lane"], j["walk"]
     right, left = 50.0 - st.half[-1], 50.0 + st.half[1]  # crossing arc lengths at the main road's edges
     white = (0.9, 0.9, 0.88)
     for a, b in ((0.0, right), (left, 100.0)):
@@ -233,7 +248,7 @@ def _build_junction(st: _Street, j: dict) -> None:
 
 def _guaranteed(st: _Street) -> None:
     """The roadworks, bus stop, trailer, motorcycle, bicycle rack and median island near the start."""
-    rng = st.rng
+    rng = st.use(5)
     side, d_park = -1, -(st.lane + st.park[-1] / 2)
     kerb = st.half[-1]
     order = list(rng.permutation(["roadworks", "bus_stop", "trailer", "motorcycle"]))
@@ -285,14 +300,18 @@ def _guaranteed(st: _Street) -> None:
 
 
 def _roadside(st: _Street) -> None:
-    rng = st.rng
     for side in (-1, 1):
         kerb, walk, verge = st.half[side], st.walk[side], st.verge[side]
-        for a, b in st.free_intervals(st.zones(1.5)):  # lamps and signs in the furniture zone
+        key = (side + 1) // 2
+        rng = st.use(6, key, 0)
+        for a, b in st.free_intervals(st.zones(1.5)):  # lamps in the furniture zone
             for s in np.arange(a + rng.uniform(2, 12), b - 1, rng.uniform(20, 30)):
                 st.put(st.model("street_lamp"), s, side * (kerb + 0.5), st.side_yaw(side), 0.15)
+        rng = st.use(6, key, 1)
+        for a, b in st.free_intervals(st.zones(1.5)):  # signs in the furniture zone
             for s in np.arange(a + rng.uniform(5, 30), b - 1, rng.uniform(25, 45)):
                 st.put(st.model("traffic_sign"), s, side * (kerb + 0.6), 0.0 if side > 0 else math.pi, 0.15)
+        rng = st.use(6, key, 2)
         if verge:
             for a, b in st.free_intervals(st.zones(3.0)):
                 s = a + rng.uniform(1, 6)
@@ -301,6 +320,7 @@ def _roadside(st: _Street) -> None:
                     st.put(st.model(kind), s, side * (kerb + walk + verge / 2), float(rng.uniform(0, 6.28)), 0.1)
                     s += rng.uniform(4.0, 12.0)
         front = kerb + walk + verge + st.setback[side]
+        rng = st.use(6, key, 3)
         placed: list[np.ndarray] = []
         for a, b in st.free_intervals(st.zones(4.0)):
             s = a
@@ -353,9 +373,10 @@ PARKED = (("car", 0.74), ("truck", 0.07), ("bus", 0.03), ("trailer", 0.05), ("mo
 
 
 def _parking(st: _Street) -> None:
-    rng, density = st.rng, st.config.parked_density
+    density = st.config.parked_density
     kinds, weights = zip(*PARKED)
     for side in (-1, 1):
+        rng = st.use(7, (side + 1) // 2)
         if not st.park[side]:
             continue
         d = side * (st.lane + st.park[side] / 2)
@@ -383,13 +404,13 @@ MOVING = (("car", 0.72), ("truck", 0.08), ("bus", 0.05), ("motorcycle", 0.08), (
 
 def _traffic(st: _Street) -> None:
     """Moving vehicles in both lanes and pedestrians walking the sidewalks (as :class:`Actor`)."""
-    rng, config, scene = st.rng, st.config, st.scene
+    config, scene = st.config, st.scene
     kinds, weights = zip(*MOVING)
     v_ego, horizon = config.ego_speed_mps, config.duration_s
     rate = config.traffic_density
 
     def vehicle() -> tuple[ObjectModel, float, float]:
-        kind = str(rng.choice(kinds, p=np.array(weights) / sum(weights)))
+        kind = str(st.rng.choice(kinds, p=np.array(weights) / sum(weights)))
         model = st.model(kind, rider=True) if kind in ("motorcycle", "bicycle") else st.model(kind)
         return model, float(np.ptp(model.bounds()[:, 0])), (0.8 if kind in ("motorcycle", "bicycle") else 0.0)
 
@@ -398,33 +419,38 @@ def _traffic(st: _Street) -> None:
                                   float(speed), direction))
 
     if rate > 0:
+        rng = st.use(8, 0)
         speed = float(rng.uniform(6.0, 11.0))  # oncoming lane: one speed, so gaps never close
         s, end = LEAD_IN_M - 25.0, LEAD_IN_M + (v_ego + speed) * horizon + 90.0
         while s < end:
             model, length, shift = vehicle()
             add(model, s + length / 2, st.lane / 2 + shift, speed, -1)
             s += length + float(rng.uniform(8.0, 40.0)) / rate
+        rng = st.use(8, 1)
         speed = v_ego + float(rng.uniform(1.5, 4.0))  # ahead of the ego, faster than it
         s = LEAD_IN_M + float(rng.uniform(12.0, 25.0))
         for _ in range(int(rng.integers(1, 4))):
             model, length, shift = vehicle()
             add(model, s + length / 2, -st.lane / 2 - shift, speed, 1)
             s += length + float(rng.uniform(10.0, 30.0))
+        rng = st.use(8, 2)
         s = LEAD_IN_M - float(rng.uniform(10.0, 18.0))  # behind the ego, at its speed
         for _ in range(int(rng.integers(0, 3))):
             model, length, shift = vehicle()
             add(model, s - length / 2, -st.lane / 2 - shift, v_ego, 1)
             s -= length + float(rng.uniform(8.0, 20.0))
     span = (LEAD_IN_M - 30.0, LEAD_IN_M + v_ego * horizon + 60.0)
-    count = int(round(config.pedestrian_density * (span[1] - span[0]) / 10.0))
-    for _ in range(count):
-        side = -1 if rng.uniform() < 0.5 else 1
-        model = st.model("pedestrian")
-        lateral = side * (st.half[side] + float(rng.uniform(1.0, 1.7)))
-        direction = 1 if rng.uniform() < 0.5 else -1
-        scene.actors.append(Actor(model, st.instance_for(model), st.path, float(rng.uniform(*span)), lateral,
-                                  float(rng.uniform(0.8, 1.6)), direction, z=0.15))
-
+    if config.pedestrian_density > 0:
+        for side in (-1, 1):  # walkers spaced along each sidewalk (mean gap 20 m / density)
+            rng = st.use(9, (side + 1) // 2)
+            s = span[0] + float(rng.exponential(20.0 / config.pedestrian_density))
+            while s < span[1]:
+                model = st.model("pedestrian")
+                lateral = side * (st.half[side] + float(rng.uniform(1.0, 1.7)))
+                direction = 1 if rng.uniform() < 0.5 else -1
+                scene.actors.append(Actor(model, st.instance_for(model), st.path, s, lateral,
+                                          float(rng.uniform(0.8, 1.6)), direction, z=0.15))
+                s += float(rng.exponential(20.0 / config.pedestrian_density))
 
 def build_street_scene(seed: int, config: StreetConfig | None = None, **overrides) -> SyntheticScene:
     """A procedural street scene with its ego drive, deterministic for ``seed`` and ``config``.
@@ -448,8 +474,8 @@ def build_street_scene(seed: int, config: StreetConfig | None = None, **override
     _junctions(st)
     _guaranteed(st)
     _ground_and_road(st)
-    for j in st.junctions:
-        _build_junction(st, j)
+    for index, j in enumerate(st.junctions):
+        _build_junction(st, j, index)
     _roadside(st)
     _parking(st)
     _traffic(st)

@@ -127,3 +127,19 @@ def test_generate_capture_in_memory_and_config_checks():
         SynthConfig(voxel_size_m=0.33)  # 80 m is not a whole number of voxels
     with pytest.raises(ValueError, match="layout"):
         SynthConfig(layout="maze")
+
+
+def test_a_longer_drive_starts_with_the_same_scene():
+    """The first frame of a 1-frame and of a 200-frame run of one seed have the same ground truth."""
+    grids = []
+    for frames in (1, 200):
+        config = SynthConfig(seed=6, frames=frames)
+        scene = make_scene(config)
+        ego2world = scene.ego2world(0.0)
+        caster = SceneRaycaster(scene, 0.0, center=ego2world[:3, 3], radius_m=CULL_RADIUS_M)
+        grids.append(semantic_occupancy(caster.meshes, ego2world, config.grid_spec()))
+    # lines start outside the bounding box of the meshes in the grid, which a longer route moves:
+    # Open3D's float32 hit distances then differ in the last bits, and a voxel at a near tie or at
+    # the 0.1 % threshold may flip (2 of 640,000 for this seed)
+    assert (grids[0].semantics != grids[1].semantics).mean() < 1e-4
+    assert (grids[0].instances != grids[1].instances).mean() < 1e-4
