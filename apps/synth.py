@@ -95,9 +95,8 @@ def _run_shapes(config: Config) -> int:
         raise FileExistsError(f"{config.out} already exists and is not empty (pass --overwrite to replace it)")
     start = time.perf_counter()
     for split, count in (("train", config.per_class), ("test", max(5, config.per_class // 5))):
-        with tqdm(total=len(SHAPE_CLASSES), desc=f"shapes {split}", unit="class") as bar:
-            shapes = make_shape_set(split, count, config.num_points, config.seed)
-            bar.update(len(SHAPE_CLASSES))
+        shapes = make_shape_set(split, count, config.num_points, config.seed,
+                                progress=lambda todo, split=split: tqdm(todo, desc=f"shapes {split}", unit="shape"))
         shapes.save(config.out / f"{split}.npz")
         print(f"{split}: {len(shapes)} shapes x {config.num_points} points, {len(SHAPE_CLASSES)} classes "
               f"-> {config.out / f'{split}.npz'}")

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 _SUBPACKAGES = ("cameras", "errors", "geometry", "io", "structures", "synthetic", "utils")
 
 if TYPE_CHECKING:  # pragma: no cover
-    from geo3d import cameras, errors, geometry, io, structures, utils  # noqa: F401
+    from geo3d import cameras, errors, geometry, io, structures, synthetic, utils  # noqa: F401
 
 
 def __getattr__(name: str):

@@ -9,8 +9,8 @@ classification, and :func:`read_off` reads an OFF mesh.
 from geo3d.io.blender import read_blender
 from geo3d.io.colmap import read_colmap
 from geo3d.io.detect import FORMAT_NAMES, FORMATS, detect_format, get_format, read_capture
-from geo3d.io.capture_writer import CaptureExistsError, CaptureWriter
-from geo3d.io.geo3d_format import read_geo3d, write_capture
+from geo3d.io.capture_writer import CaptureExistsError, CaptureWriter, write_capture
+from geo3d.io.geo3d_format import read_geo3d
 from geo3d.io.modelnet import (
     detect_modelnet_layout,
     read_modelnet40,

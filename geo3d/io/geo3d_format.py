@@ -14,7 +14,7 @@ Layout (``<ext>`` is ``.npy``, or ``.npz`` in a compressed capture)::
 Matrices and timestamps are stored as JSON numbers, which Python writes with the shortest repr that
 reads back to the same float64: a round trip is exact. This module holds the reader; the writer
 (:class:`CaptureWriter`, :func:`write_capture`: atomic, incremental and resumable) is in
-:mod:`geo3d.io.capture_writer` and re-exported here.
+:mod:`geo3d.io.capture_writer`.
 """
 
 from __future__ import annotations
@@ -257,19 +257,6 @@ def sniff_geo3d(path: str | Path) -> bool:
         return False
 
 
-_WRITER_NAMES = ("CaptureExistsError", "CaptureWriter", "write_capture")
-
-
-def __getattr__(name: str):
-    # The writer lives in geo3d.io.capture_writer, which imports the constants above; importing it
-    # on first use (PEP 562) instead of at the top keeps the two modules free of an import cycle.
-    if name in _WRITER_NAMES:
-        from geo3d.io import capture_writer
-
-        return getattr(capture_writer, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
@@ -277,10 +264,7 @@ __all__ = [
     "NPZ_KEY",
     "OCCUPANCY_KEYS",
     "READ_VERSIONS",
-    "CaptureExistsError",
-    "CaptureWriter",
     "load_npz_member",
     "read_geo3d",
     "sniff_geo3d",
-    "write_capture",
 ]

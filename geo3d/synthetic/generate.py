@@ -185,7 +185,7 @@ def write_synthetic_capture(config: SynthConfig, path: str | Path, *, overwrite:
     ``overwrite``). The folder appears at ``path`` only when complete. ``progress`` wraps the loop
     over the frames still to make.
     """
-    from geo3d.io.geo3d_format import CaptureWriter
+    from geo3d.io.capture_writer import CaptureWriter
 
     resume_key = {"generator_version": GENERATOR_VERSION, "config": config.to_dict(), "compress": compress}
     writer = CaptureWriter(path, overwrite=overwrite, compress=compress, resume_key=resume_key)

@@ -10,6 +10,8 @@ instances never seen in training. Clouds are centred at their mean and scaled in
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import numpy as np
 
 from geo3d.structures.shapes import ShapeSet, normalize_unit_sphere, sample_surface
@@ -72,13 +74,15 @@ def object_surface_points(model: ObjectModel, count: int, rng: np.random.Generat
 
 
 def make_shape_set(split: str = "train", per_class: int = 50, num_points: int = 1024, seed: int = 0,
-                   classes: tuple[str, ...] = SHAPE_CLASSES) -> ShapeSet:
+                   classes: tuple[str, ...] = SHAPE_CLASSES,
+                   progress: Callable[[Iterable[int]], Iterable[int]] | None = None) -> ShapeSet:
     """Sample ``per_class`` shapes of each of ``classes`` (model kinds of
     :data:`geo3d.synthetic.objects.MODELS`), ``num_points`` points with normals each.
 
     Shape ``i`` of class ``c`` in ``split`` is drawn with ``numpy.random.default_rng([seed, split,
     c, i])`` (split 0 = train, 1 = test), so the two splits hold different instances and the set is
-    the same on every machine. Clouds are normalised into the unit sphere.
+    the same on every machine. Clouds are normalised into the unit sphere. ``progress`` may wrap
+    the loop over the ``per_class * len(classes)`` shapes (e.g. tqdm).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -88,15 +92,16 @@ def make_shape_set(split: str = "train", per_class: int = 50, num_points: int = 
     if per_class < 1 or num_points < 1:
         raise ValueError("per_class and num_points must be >= 1")
     points, normals, labels, names = [], [], [], []
-    for label, kind in enumerate(classes):
-        for i in range(per_class):
-            rng = np.random.default_rng([seed, SPLITS[split], label, i])
-            model = MODELS[kind](rng)
-            p, n = object_surface_points(model, num_points, rng)
-            points.append(p)
-            normals.append(n)
-            labels.append(label)
-            names.append(f"{kind}/{split}_{i:04d}")
+    shapes: Iterable[int] = range(per_class * len(classes))
+    for index in progress(shapes) if progress is not None else shapes:
+        label, i = divmod(index, per_class)
+        kind = classes[label]
+        rng = np.random.default_rng([seed, SPLITS[split], label, i])
+        p, n = object_surface_points(MODELS[kind](rng), num_points, rng)
+        points.append(p)
+        normals.append(n)
+        labels.append(label)
+        names.append(f"{kind}/{split}_{i:04d}")
     clouds, _, _ = normalize_unit_sphere(np.stack(points))
     return ShapeSet(points=clouds.astype(np.float32), normals=np.stack(normals).astype(np.float32),
                     labels=np.array(labels, dtype=np.int64), class_names=tuple(classes), names=tuple(names),

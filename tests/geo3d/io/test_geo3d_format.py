@@ -10,15 +10,8 @@ import numpy as np
 import pytest
 
 from geo3d.errors import CaptureError
-from geo3d.io.geo3d_format import (
-    FORMAT_VERSION,
-    MANIFEST,
-    CaptureExistsError,
-    CaptureWriter,
-    read_geo3d,
-    sniff_geo3d,
-    write_capture,
-)
+from geo3d.io.capture_writer import CaptureExistsError, CaptureWriter, write_capture
+from geo3d.io.geo3d_format import FORMAT_VERSION, MANIFEST, read_geo3d, sniff_geo3d
 from geo3d.structures import ArraySource
 
 from capture_factory import assert_same_capture, make_capture
@@ -59,7 +52,7 @@ def test_interrupted_writer_process_leaves_no_partial_capture(tmp_path):
         "sys.path.insert(0, %r)\n"
         "from capture_factory import make_capture\n"
         "from geo3d.structures import ArraySource\n"
-        "from geo3d.io.geo3d_format import write_capture\n"
+        "from geo3d.io.capture_writer import write_capture\n"
         "cap = make_capture(frames=400)\n"
         "for cam in cap.camera_frames():\n"
         "    cam.width, cam.height = 640, 480\n"
@@ -306,7 +299,7 @@ def test_killed_writer_resumes_to_the_full_capture(tmp_path, how):
         "import os, signal, sys\n"
         f"sys.path.insert(0, {tests_dir!r})\n"
         "from capture_factory import make_capture\n"
-        "from geo3d.io.geo3d_format import CaptureWriter\n"
+        "from geo3d.io.capture_writer import CaptureWriter\n"
         "from geo3d.structures import ArraySource\n"
         "capture = make_capture(frames=24, size=(240, 320))\n"
         f"if {how == 'inside_a_frame'}:\n"
