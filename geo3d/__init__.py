@@ -11,10 +11,14 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("cameras", "errors", "geometry", "io", "structures", "synthetic", "utils")
+_SUBPACKAGES = (
+    "cameras", "errors", "geometry", "io", "models", "points", "structures", "synthetic", "training", "utils",
+)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from geo3d import cameras, errors, geometry, io, structures, synthetic, utils  # noqa: F401
+    from geo3d import (  # noqa: F401
+        cameras, errors, geometry, io, models, points, structures, synthetic, training, utils,
+    )
 
 
 def __getattr__(name: str):

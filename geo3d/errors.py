@@ -29,3 +29,8 @@ class UnknownFormatError(CaptureError):
 
 class MissingDependencyError(Geo3dError, ImportError):
     """An optional dependency is not installed; the message names the pip extra that provides it."""
+
+
+class PointCloudError(Geo3dError, ValueError):
+    """A point-cloud argument is malformed: wrong dimensionality, NaN/inf coordinates, lengths out of
+    range, or batch sizes that do not match. The message names the argument and the problem."""
