@@ -128,9 +128,10 @@ def chamfer_rows(sizes: list[int], repeats: int) -> tuple[list[dict], str]:
             row["brute_force_fwd_bwd_s"] = median_s(brute, runs, warmup=1 if size <= 20_000 else 0)
             row["brute_force_runs"] = runs
             row["speedup_vs_brute_force"] = row["brute_force_fwd_bwd_s"] / row["geo3d_fwd_bwd_s"]
-            with torch.no_grad():
-                row["value_geo3d"] = float(chamfer_distance(x, y))
-                row["value_brute_force"] = float(brute_force_chamfer(x.double(), y.double()))
+            if size <= 20_000:  # the values agree (float64 brute force as the reference)
+                with torch.no_grad():
+                    row["value_geo3d"] = float(chamfer_distance(x.double(), y.double()))
+                    row["value_brute_force"] = float(brute_force_chamfer(x.double(), y.double()))
         if p3d_chamfer is not None:
             def p3d() -> None:
                 xs.grad = ys.grad = None

@@ -6,11 +6,17 @@ map to pytorch3d and kaolin: ``docs/points.md``.
 """
 
 from geo3d.points._inputs import PointBatch, as_point_batch
+from geo3d.points.emd import EXACT_MAX_POINTS, EMDMatching, TransportPlan, earth_movers_distance, emd_matching
 from geo3d.points.chamfer import FScore, NearestCosts, chamfer_distance, f_score, nearest_costs
 from geo3d.points.neighbors import Neighbors, ball_query, knn, pairwise_distances
 from geo3d.points.sampling import SampledPoints, VoxelDownsampled, farthest_point_sampling, voxel_downsample
 
 __all__ = [
+    "EMDMatching",
+    "EXACT_MAX_POINTS",
+    "TransportPlan",
+    "earth_movers_distance",
+    "emd_matching",
     "FScore",
     "NearestCosts",
     "Neighbors",
