@@ -2,6 +2,12 @@
 
 ``geo3d --help`` only lists the commands; a command's module (and the heavy libraries it needs) is
 imported when that command runs, so help and dispatch stay fast.
+
+Most commands take options only (``geo3d synth --out DIR``). A command with tasks takes the task
+first (``geo3d train pointnet --epochs 5``): each :class:`Task` names the ``Config`` dataclass and the
+``run`` function of that task in the command's module, and its presets live in
+``configs/<command>/<task>/``; the preset ``default.yaml`` there, when present, gives the defaults of
+a command line without ``--config``.
 """
 
 from __future__ import annotations
@@ -14,18 +20,39 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
 
 @dataclass(frozen=True)
+class Task:
+    """A task of a command that takes one: module ``geo3d_apps.<command.module>`` defines the
+    dataclass ``<config>`` and the function ``<run>(config)`` for it."""
+
+    name: str
+    summary: str
+    config: str
+    run: str
+
+
+@dataclass(frozen=True)
 class Command:
-    """A subcommand: module ``geo3d_apps.<module>`` defines ``Config`` (a dataclass) and ``run``."""
+    """A subcommand: module ``geo3d_apps.<module>`` defines ``Config`` (a dataclass) and ``run``, or,
+    for a command with ``tasks``, one config dataclass and run function per task."""
 
     name: str
     module: str
     summary: str
+    tasks: tuple[Task, ...] = ()
 
 
 COMMANDS: tuple[Command, ...] = (
     Command("demo", "demo", "Run the main job end to end on the built-in synthetic capture."),
+    Command("eval", "eval", "Evaluate a trained model.", tasks=(
+        Task("pointnet", "Evaluate a PointNet checkpoint: overall, mean class and per-class accuracy.",
+             "PointNetConfig", "run_pointnet"),
+    )),
     Command("info", "info", "Detect a capture's format and summarise its frames, cameras and LiDAR."),
     Command("synth", "synth", "Generate a synthetic multi-camera + LiDAR capture with full ground truth."),
+    Command("train", "train", "Train a model (resumable; checkpoints and metrics in --out).", tasks=(
+        Task("pointnet", "Train a PointNet shape classifier on the synthetic shape set or ModelNet40.",
+             "PointNetConfig", "run_pointnet"),
+    )),
 )
 
 
@@ -39,12 +66,48 @@ def _usage() -> str:
         "3D perception and neural rendering: multi-camera captures to open-vocabulary 3D fields.",
         "",
         "commands:",
-        *(f"  {c.name:<{width}}  {c.summary}" for c in COMMANDS),
+        *(f"  {c.name:<{width}}  {c.summary}" + _tasks_note(c) for c in COMMANDS),
         "",
-        "Run 'geo3d COMMAND --help' for a command's options; '--config NAME|FILE' loads a YAML preset",
-        "from configs/COMMAND/ that the other options override.",
+        "Run 'geo3d COMMAND --help' for a command's options (or tasks); '--config NAME|FILE' loads a YAML",
+        "preset from configs/COMMAND/ (configs/COMMAND/TASK/) that the other options override.",
     ]
     return "\n".join(lines)
+
+
+def _tasks_note(command: Command) -> str:
+    return f" Tasks: {', '.join(t.name for t in command.tasks)}." if command.tasks else ""
+
+
+def _task_usage(command: Command) -> str:
+    width = max(len(t.name) for t in command.tasks)
+    return "\n".join([
+        f"usage: geo3d {command.name} [-h] TASK [OPTIONS...]",
+        "",
+        command.summary,
+        "",
+        "tasks:",
+        *(f"  {t.name:<{width}}  {t.summary}" for t in command.tasks),
+        "",
+        f"Run 'geo3d {command.name} TASK --help' for a task's options; '--config NAME|FILE' loads a YAML",
+        f"preset from configs/{command.name}/TASK/ that the other options override.",
+    ])
+
+
+def _parse_task_config(key: str, prog: str, cls: type, args: list[str], description: str):
+    """``parse_command_config`` for a task: presets from ``configs/<key>/`` (``default`` when no
+    ``--config`` is given and it exists), usage shown as ``prog``."""
+    import tyro
+
+    from geo3d_apps.config import list_presets, load_preset, resolve_preset, split_config_flag
+
+    preset, rest = split_config_flag(args)
+    presets = list_presets(key)
+    if preset is None and "default" in presets:
+        preset = "default"
+    default = load_preset(cls, resolve_preset(key, preset)) if preset else None
+    note = (f"\n\n--config NAME|FILE loads a YAML preset first (presets: {', '.join(presets)}; without "
+            f"--config: {'default' if 'default' in presets else 'none'}).") if presets else ""
+    return tyro.cli(cls, args=rest, prog=prog, description=description + note, default=default)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,24 +129,41 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         print(f"geo3d: error: unknown command {args[0]!r} (commands: {', '.join(by_name)})", file=sys.stderr)
         return EXIT_USAGE
+    rest, prog, task = args[1:], f"geo3d {command.name}", None
+    if command.tasks:
+        if not rest or rest[0] in ("-h", "--help"):
+            print(_task_usage(command), file=sys.stdout if rest else sys.stderr)
+            return EXIT_OK if rest else EXIT_USAGE
+        tasks = {t.name: t for t in command.tasks}
+        task = tasks.get(rest[0])
+        if task is None:
+            print(f"{prog}: error: unknown task {rest[0]!r} (tasks: {', '.join(tasks)}; "
+                  f"see 'geo3d {command.name} --help')", file=sys.stderr)
+            return EXIT_USAGE
+        rest, prog = rest[1:], f"{prog} {task.name}"
     from geo3d.errors import Geo3dError
     from geo3d_apps.config import ConfigError, parse_command_config
 
     module = importlib.import_module(f"geo3d_apps.{command.module}")
     try:
-        config = parse_command_config(command.name, module.Config, args[1:], command.summary)
+        if task is None:
+            config_cls, run = module.Config, module.run
+            config = parse_command_config(command.name, config_cls, rest, command.summary)
+        else:
+            config_cls, run = getattr(module, task.config), getattr(module, task.run)
+            config = _parse_task_config(f"{command.name}/{task.name}", prog, config_cls, rest, task.summary)
     except ConfigError as exc:
-        print(f"geo3d {command.name}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except SystemExit as exc:  # tyro/argparse: --help (0) or a usage error (2)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     try:
-        code = module.run(config)
+        code = run(config)
     except (Geo3dError, ValueError, FileExistsError) as exc:
-        print(f"geo3d {command.name}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"geo3d {command.name}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return EXIT_OK if code is None else int(code)
 
