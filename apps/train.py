@@ -61,8 +61,7 @@ class PointNetConfig(PointNetTrainConfig):
     shape_classes: tuple[str, ...] = ()
     """Generated shape set: the classes to generate (default: all 16 of geo3d.synthetic.shapes)."""
     threads: int | None = None
-    """torch CPU threads (default: torch's choice, one per core). On a machine busy with other jobs,
-    1 avoids the stalls of threads waiting for each other."""
+    """torch CPU threads (default: torch's choice, one per core)."""
 
 
 def train_config(config: PointNetConfig) -> PointNetTrainConfig:

@@ -12,6 +12,10 @@ Measured, in one process:
    <the sets of step 1>``), run once (``--repeats`` does not apply: it takes minutes): wall time,
    median epoch time, the test split's overall and mean class accuracy after the last epoch, and
    the first epoch whose test overall accuracy reached 90 %.
+4. **OpenMP wait policy** (why ``geo3d train`` sets ``OMP_WAIT_POLICY=PASSIVE``): the median
+   training step (32 x 512 points, 2 threads) in fresh processes with ``ACTIVE`` (spinning, like
+   torch's default) and ``PASSIVE`` waiting, alone and beside one busy-looping process that stands
+   for another job on the shared CPU.
 
 Usage::
 
@@ -28,6 +32,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -63,13 +69,37 @@ def _step_seconds(fused: bool, repeats: int, num_points: int = 1024, batch: int 
     return statistics.median(times)
 
 
+def _wait_policy_steps(repeats: int) -> dict[str, float]:
+    """Median step seconds (32 x 512 points, 2 threads) per OpenMP wait policy, alone and beside a
+    busy loop; each in a fresh process (the policy is read when torch loads OpenMP)."""
+    results = {}
+    for busy in (False, True):
+        spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+        try:
+            for policy in ("ACTIVE", "PASSIVE"):
+                command = [sys.executable, __file__, "--step-only", "512", "--repeats", str(repeats)]
+                done = subprocess.run(command, env={**os.environ, "OMP_WAIT_POLICY": policy},
+                                      capture_output=True, text=True, check=True)
+                results[f"{policy.lower()}_{'beside_busy_loop' if busy else 'alone'}"] = float(done.stdout)
+        finally:
+            if spinner is not None:
+                spinner.kill()
+                spinner.wait()
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed training steps (median reported)")
     parser.add_argument("--out", type=Path, default=None, help="JSON output path")
     parser.add_argument("--preset", default="default", help="configs/train/pointnet preset to train")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--step-only", type=int, default=None, help=argparse.SUPPRESS)  # for step 4
     args = parser.parse_args(argv)
+    if args.step_only:
+        torch.set_num_threads(2)
+        print(_step_seconds(True, args.repeats, num_points=args.step_only))
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     config: PointNetConfig = load_preset(PointNetConfig, resolve_preset("train/pointnet", args.preset))
@@ -88,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
         step_fused = _step_seconds(True, args.repeats)
         step_reference = _step_seconds(False, args.repeats)
+        wait_policy = _wait_policy_steps(args.repeats)
 
         run = Path(tmp) / "run"
         command = ["train", "pointnet", "--config", args.preset, "--data", str(data), "--out", str(run)]
@@ -117,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "step_median_s": {"fused": step_fused, "reference": step_reference},
         "step_speedup_vs_reference": step_reference / step_fused,
+        "omp_wait_policy_step_median_s": wait_policy,
         "training": {
             "runs": 1,
             "wall_s": train_wall_s,

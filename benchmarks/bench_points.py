@@ -9,8 +9,8 @@
 
 Clouds are points sampled on the two bunny meshes of ``../shared/data/meshes`` (scan vs watertight,
 metres) when present, else on a unit sphere. Each timing is the median over ``--repeats`` runs after
-one warm-up; the brute-force reference at 100k runs once (it takes tens of seconds) and is skipped at
-1M. Usage::
+one warm-up; the brute-force reference at 100k runs once (it takes minutes) and is skipped at 1M,
+where geo3d and the floor run once each. Usage::
 
     python benchmarks/bench_points.py --repeats 5 --out benchmarks/results/points.json
 """
@@ -43,6 +43,7 @@ def machine_info() -> dict:
         "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -78,13 +79,12 @@ def surface_clouds(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, s
     return torch.from_numpy(clouds[0]).float(), torch.from_numpy(clouds[1]).float(), source
 
 
-def kdtree_floor(x: np.ndarray, y: np.ndarray, scipy_defaults: bool = False) -> None:
+def kdtree_floor(x: np.ndarray, y: np.ndarray) -> None:
     """Two raw KD-tree passes (build on one cloud, query the other, all cores)."""
     from scipy.spatial import cKDTree
 
-    options = {} if scipy_defaults else {"leafsize": 16, "balanced_tree": False, "compact_nodes": False}
-    cKDTree(y, **options).query(x, k=1, workers=-1)
-    cKDTree(x, **options).query(y, k=1, workers=-1)
+    cKDTree(y, leafsize=16).query(x, k=1, workers=-1)
+    cKDTree(x, leafsize=16).query(y, k=1, workers=-1)
 
 
 def brute_force_chamfer(x: torch.Tensor, y: torch.Tensor, chunk_pairs: int = 16 * 1024 * 1024) -> torch.Tensor:
@@ -115,9 +115,9 @@ def chamfer_rows(sizes: list[int], repeats: int) -> tuple[list[dict], str]:
             chamfer_distance(xs, ys).backward()
 
         x64, y64 = x.double().numpy(), y.double().numpy()
-        row = {"points": size, "geo3d_fwd_bwd_s": median_s(ours, repeats),
-               "kdtree_floor_s": median_s(lambda: kdtree_floor(x64, y64), repeats),
-               "kdtree_scipy_defaults_s": median_s(lambda: kdtree_floor(x64, y64, True), repeats)}
+        runs, warmup = (repeats, 1) if size < 1_000_000 else (1, 0)  # a 1M run takes tens of seconds
+        row = {"points": size, "runs": runs, "geo3d_fwd_bwd_s": median_s(ours, runs, warmup),
+               "kdtree_floor_s": median_s(lambda: kdtree_floor(x64, y64), runs, warmup)}
         row["ratio_to_kdtree_floor"] = row["geo3d_fwd_bwd_s"] / row["kdtree_floor_s"]
         if size <= 100_000:
             def brute() -> None:
@@ -154,8 +154,7 @@ def other_rows(repeats: int) -> dict:
     x64, y64 = x.double().numpy(), y.double().numpy()
     out["knn_k8_100k"] = {
         "geo3d_s": median_s(lambda: knn(x, y, 8), repeats),
-        "kdtree_raw_s": median_s(lambda: cKDTree(y64, balanced_tree=False, compact_nodes=False)
-                                 .query(x64, k=8, workers=-1), repeats)}
+        "kdtree_raw_s": median_s(lambda: cKDTree(y64, leafsize=16).query(x64, k=8, workers=-1), repeats)}
     out["knn_k8_100k"]["ratio"] = out["knn_k8_100k"]["geo3d_s"] / out["knn_k8_100k"]["kdtree_raw_s"]
 
     def numpy_fps(points: np.ndarray, n: int) -> None:
@@ -188,7 +187,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--sizes", type=int, nargs="*", default=[20_000, 100_000, 1_000_000],
                         help="cloud sizes of the Chamfer benchmark")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON report here")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's choice); 1 keeps small ops steady on a busy machine")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     chamfer, source = chamfer_rows(args.sizes, args.repeats)
     report = {"benchmark": "points", "repeats": args.repeats, "machine": machine_info(), "clouds": source,
               "chamfer_squared_l2_mean": chamfer, **other_rows(args.repeats)}
