@@ -39,6 +39,18 @@ def meshes_dir() -> Path:
     return shared_path("meshes")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tests with one torch thread (restored after): tiny models are as fast on one,
+    and spinning OpenMP threads stall badly when another job shares the CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

@@ -13,14 +13,9 @@ from geo3d.models import PointNetClassifier
 from geo3d.structures import ShapeSet
 from geo3d_apps.cli import main
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: one torch thread is as fast as two, and immune to the stalls of
-    spinning OpenMP threads when another job shares the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny models: one torch thread is as fast as two and does not stall beside other jobs
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 
 

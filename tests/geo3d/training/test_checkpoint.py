@@ -11,14 +11,9 @@ import torch
 
 from geo3d.training.checkpoint import CheckpointError, load_checkpoint, restore, save_checkpoint
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These models are tiny: one torch thread is as fast as two, and immune to the stalls of
-    spinning OpenMP threads when another job shares the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny models: one torch thread is as fast as two and does not stall beside other jobs
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 
 
