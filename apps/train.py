@@ -27,9 +27,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a CPU shared with
-# another job, spinning made a training step 7x slower with 2 threads (docs/pointnet.md); on an
-# idle machine sleeping costs about 5 %. A value set by the user wins.
+# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a 2-core CPU shared
+# with another job, spinning made a training step 5x slower with 2 threads; alone, both policies
+# are as fast (benchmarks/bench_pointnet.py, docs/pointnet.md). A value set by the user wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from geo3d.training.pointnet import PointNetTrainConfig  # noqa: E402  (imports torch)

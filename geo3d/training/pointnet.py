@@ -272,8 +272,8 @@ class PointNetTrainer:
                     regularizer = orthogonality_regularizer(features.feature_transform)
                     loss = loss + config.regularizer_weight * regularizer
                 if not torch.isfinite(loss):
-                    raise ValueError(f"training diverged: the loss is {float(loss.detach())} at epoch {self.epoch + 1}, "
-                                     f"step {step + 1} (try a lower learning_rate)")
+                    raise ValueError(f"training diverged: the loss is {float(loss.detach())} at epoch "
+                                     f"{self.epoch + 1}, step {step + 1} (try a lower learning_rate)")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
