@@ -93,23 +93,6 @@ def _task_usage(command: Command) -> str:
     ])
 
 
-def _parse_task_config(key: str, prog: str, cls: type, args: list[str], description: str):
-    """``parse_command_config`` for a task: presets from ``configs/<key>/`` (``default`` when no
-    ``--config`` is given and it exists), usage shown as ``prog``."""
-    import tyro
-
-    from geo3d_apps.config import list_presets, load_preset, resolve_preset, split_config_flag
-
-    preset, rest = split_config_flag(args)
-    presets = list_presets(key)
-    if preset is None and "default" in presets:
-        preset = "default"
-    default = load_preset(cls, resolve_preset(key, preset)) if preset else None
-    note = (f"\n\n--config NAME|FILE loads a YAML preset first (presets: {', '.join(presets)}; without "
-            f"--config: {'default' if 'default' in presets else 'none'}).") if presets else ""
-    return tyro.cli(cls, args=rest, prog=prog, description=description + note, default=default)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``geo3d`` console script; returns the exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -151,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             config = parse_command_config(command.name, config_cls, rest, command.summary)
         else:
             config_cls, run = getattr(module, task.config), getattr(module, task.run)
-            config = _parse_task_config(f"{command.name}/{task.name}", prog, config_cls, rest, task.summary)
+            config = parse_command_config(f"{command.name}/{task.name}", config_cls, rest, task.summary,
+                                          prog=prog, default_preset="default")
     except ConfigError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -163,14 +163,31 @@ def split_config_flag(args: list[str]) -> tuple[str | None, list[str]]:
     return preset, rest
 
 
-def parse_command_config(command: str, cls: type[T], args: list[str], description: str) -> T:
-    """Parse ``geo3d <command> ...``: optional ``--config`` preset, then CLI overrides via tyro."""
+def parse_command_config(command: str, cls: type[T], args: list[str], description: str, *,
+                         prog: str | None = None, default_preset: str | None = None) -> T:
+    """Parse ``geo3d <command> ...``: optional ``--config`` preset, then CLI overrides via tyro.
+
+    Args:
+        command: preset folder under ``configs/`` (``"synth"``, or ``"train/pointnet"`` for a task).
+        cls: the config dataclass.
+        args: the command-line arguments after the command (and task).
+        description: shown by ``--help``.
+        prog: program name in usage messages (default ``geo3d <command>``).
+        default_preset: preset loaded when ``--config`` is not given, if it exists.
+    """
     import tyro
 
     preset, rest = split_config_flag(args)
-    default = load_preset(cls, resolve_preset(command, preset)) if preset else None
     presets = list_presets(command)
-    note = f"\n\n--config NAME|FILE loads a YAML preset first (presets: {', '.join(presets)})." if presets else ""
-    return tyro.cli(
-        cls, args=rest, prog=f"geo3d {command}", description=description + note, default=default
-    )
+    fallback = default_preset if default_preset in presets else None
+    if preset is None:
+        preset = fallback
+    default = load_preset(cls, resolve_preset(command, preset)) if preset else None
+    note = ""
+    if presets:
+        note = f"\n\n--config NAME|FILE loads a YAML preset first (presets: {', '.join(presets)}"
+        if default_preset is not None:
+            note += f"; without --config: {fallback or 'none'}"
+        note += ")."
+    return tyro.cli(cls, args=rest, prog=prog or f"geo3d {command}", description=description + note,
+                    default=default)

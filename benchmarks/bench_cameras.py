@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -28,6 +26,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
+
+from benchutil import machine_info
 
 from geo3d.cameras import functional as F
 from geo3d.geometry.poses import invert_pose
@@ -127,28 +127,17 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int, device: torch
     return statistics.median(times)
 
 
-def machine_info(device: torch.device) -> dict:
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpus_available": len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-    }
+def camera_machine_info(device: torch.device) -> dict:
+    extra = {"device": str(device)}
     try:
         import kornia
 
-        info["kornia"] = kornia.__version__
+        extra["kornia"] = kornia.__version__
     except ImportError:  # pragma: no cover
-        info["kornia"] = None
+        extra["kornia"] = None
     if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
+        extra["gpu"] = torch.cuda.get_device_name(device)
+    return machine_info(**extra)
 
 
 def in_view(projection: F.Projection) -> torch.Tensor:
@@ -216,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = torch.device(args.device)
     results = run(args.repeats, args.warmup, device)
     report = {
-        "machine": machine_info(device),
+        "machine": camera_machine_info(device),
         "config": {
             "repeats": args.repeats,
             "warmup": args.warmup,
@@ -238,7 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     info = report["machine"]
     print(
-        f"\n{info['platform']}, {info['cpus_available']} CPUs, torch {info['torch']} "
+        f"\n{info['platform']}, {info['cpus']} CPUs, torch {info['torch']} "
         f"({info['torch_threads']} threads), device {info['device']}"
     )
     if args.out:

@@ -24,9 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -37,9 +35,10 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 from scipy.spatial.distance import cdist
 
+from benchutil import machine_info, write_report
+
 from geo3d.points.emd import earth_movers_distance, exact_assignment
 from geo3d.structures.shapes import sample_surface
-from geo3d.utils.atomic import atomic_write_text
 
 SHARED_DATA = Path(os.environ.get("GEO3D_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -148,10 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "benchmark": "emd",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count(),
-                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "numba": _version("numba"), "scipy": _version("scipy")},
+        "machine": machine_info(numba=_version("numba"), scipy=_version("scipy")),
         "clouds": clouds,
         "metric": "l2",
         "repeats": args.repeats,
@@ -161,10 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                           "reference_s": reference_s},
         "budgets": {"exact_2k_s": 1.0, "approximate_2k_relative_error": 0.01, "approximate_10k_s": 3.0},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
+    write_report(result, args.out)
     return 0
 
 

@@ -30,7 +30,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,9 +41,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch, as geo3d tr
 
 import torch  # noqa: E402
 
+from benchutil import machine_info, write_report  # noqa: E402
+
 from geo3d.models import PointNetClassifier, orthogonality_regularizer  # noqa: E402
 from geo3d.synthetic.shapes import SHAPE_CLASSES, make_shape_set  # noqa: E402
-from geo3d.utils.atomic import atomic_write_text  # noqa: E402
 from geo3d_apps.cli import main as cli_main  # noqa: E402
 from geo3d_apps.config import load_preset, resolve_preset, to_dict  # noqa: E402
 from geo3d_apps.train import PointNetConfig  # noqa: E402
@@ -135,11 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     history = results["history"]
     result = {
         "benchmark": "pointnet",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-                    # 1-minute load averages: above ~0.5 before the start, another job shared the CPU
-                    "load_average_before": load_before[0], "load_average_after": os.getloadavg()[0]},
+        "machine": machine_info(omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+                                # 1-minute load averages: above ~0.5 before the start, another job shared the CPU
+                                load_average_before=load_before[0], load_average_after=os.getloadavg()[0]),
         "preset": args.preset,
         "config": to_dict(config),
         "command": "geo3d " + " ".join(command[:4]) + " --data DATA --out RUN",
@@ -167,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "confusion": {"classes": list(results["test"]["per_class"]),
                       "rows_truth": results["test"]["confusion"]},
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
+    write_report(result, args.out)
     return 0
 
 

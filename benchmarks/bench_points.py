@@ -18,44 +18,17 @@ where geo3d and the floor run once each. Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchutil import machine_info, median_seconds, write_report
+
 from geo3d.points import chamfer_distance, farthest_point_sampling, knn, voxel_downsample
-from geo3d.utils.atomic import atomic_write_text
 
 SHARED_MESHES = Path(os.environ.get("GEO3D_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "meshes"
-
-
-def machine_info() -> dict:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
-
-
-def median_s(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def surface_clouds(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -116,8 +89,8 @@ def chamfer_rows(sizes: list[int], repeats: int) -> tuple[list[dict], str]:
 
         x64, y64 = x.double().numpy(), y.double().numpy()
         runs, warmup = (repeats, 1) if size < 1_000_000 else (1, 0)  # a 1M run takes tens of seconds
-        row = {"points": size, "runs": runs, "geo3d_fwd_bwd_s": median_s(ours, runs, warmup),
-               "kdtree_floor_s": median_s(lambda: kdtree_floor(x64, y64), runs, warmup)}
+        row = {"points": size, "runs": runs, "geo3d_fwd_bwd_s": median_seconds(ours, runs, warmup),
+               "kdtree_floor_s": median_seconds(lambda: kdtree_floor(x64, y64), runs, warmup)}
         row["ratio_to_kdtree_floor"] = row["geo3d_fwd_bwd_s"] / row["kdtree_floor_s"]
         if size <= 100_000:
             def brute() -> None:
@@ -125,7 +98,7 @@ def chamfer_rows(sizes: list[int], repeats: int) -> tuple[list[dict], str]:
                 brute_force_chamfer(xs, ys).backward()
 
             runs = repeats if size <= 20_000 else 1
-            row["brute_force_fwd_bwd_s"] = median_s(brute, runs, warmup=1 if size <= 20_000 else 0)
+            row["brute_force_fwd_bwd_s"] = median_seconds(brute, runs, warmup=1 if size <= 20_000 else 0)
             row["brute_force_runs"] = runs
             row["speedup_vs_brute_force"] = row["brute_force_fwd_bwd_s"] / row["geo3d_fwd_bwd_s"]
             if size <= 20_000:  # the values agree (float64 brute force as the reference)
@@ -137,7 +110,7 @@ def chamfer_rows(sizes: list[int], repeats: int) -> tuple[list[dict], str]:
                 xs.grad = ys.grad = None
                 p3d_chamfer(xs[None], ys[None])[0].backward()
 
-            row["pytorch3d_fwd_bwd_s"] = median_s(p3d, repeats if size <= 20_000 else 1)
+            row["pytorch3d_fwd_bwd_s"] = median_seconds(p3d, repeats if size <= 20_000 else 1)
         rows.append(row)
         print(f"chamfer {size:>8} points: geo3d {row['geo3d_fwd_bwd_s']:.3f} s, KD-tree floor "
               f"{row['kdtree_floor_s']:.3f} s (x{row['ratio_to_kdtree_floor']:.2f})"
@@ -153,8 +126,8 @@ def other_rows(repeats: int) -> dict:
     out = {}
     x64, y64 = x.double().numpy(), y.double().numpy()
     out["knn_k8_100k"] = {
-        "geo3d_s": median_s(lambda: knn(x, y, 8), repeats),
-        "kdtree_raw_s": median_s(lambda: cKDTree(y64, leafsize=16).query(x64, k=8, workers=-1), repeats)}
+        "geo3d_s": median_seconds(lambda: knn(x, y, 8), repeats),
+        "kdtree_raw_s": median_seconds(lambda: cKDTree(y64, leafsize=16).query(x64, k=8, workers=-1), repeats)}
     out["knn_k8_100k"]["ratio"] = out["knn_k8_100k"]["geo3d_s"] / out["knn_k8_100k"]["kdtree_raw_s"]
 
     def numpy_fps(points: np.ndarray, n: int) -> None:
@@ -164,15 +137,15 @@ def other_rows(repeats: int) -> dict:
             chosen = int(np.argmax(dist))
 
     x32 = x.numpy()
-    out["fps_1024_of_100k"] = {"geo3d_s": median_s(lambda: farthest_point_sampling(x, 1024), repeats),
-                               "numpy_loop_s": median_s(lambda: numpy_fps(x32, 1024), repeats)}
+    out["fps_1024_of_100k"] = {"geo3d_s": median_seconds(lambda: farthest_point_sampling(x, 1024), repeats),
+                               "numpy_loop_s": median_seconds(lambda: numpy_fps(x32, 1024), repeats)}
     big, _, _ = surface_clouds(1_000_000, seed=8)
-    row = {"geo3d_s": median_s(lambda: voxel_downsample(big, 0.005), repeats)}
+    row = {"geo3d_s": median_seconds(lambda: voxel_downsample(big, 0.005), repeats)}
     try:
         import open3d as o3d
 
         cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(big.double().numpy()))
-        row["open3d_s"] = median_s(lambda: cloud.voxel_down_sample(0.005), repeats)
+        row["open3d_s"] = median_seconds(lambda: cloud.voxel_down_sample(0.005), repeats)
         row["ratio_to_open3d"] = row["geo3d_s"] / row["open3d_s"]
     except ImportError:
         row["open3d_s"] = None
@@ -195,10 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     chamfer, source = chamfer_rows(args.sizes, args.repeats)
     report = {"benchmark": "points", "repeats": args.repeats, "machine": machine_info(), "clouds": source,
               "chamfer_squared_l2_mean": chamfer, **other_rows(args.repeats)}
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text + "\n")
+    write_report(report, args.out)
     return report
 
 

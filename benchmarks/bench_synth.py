@@ -18,15 +18,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchutil import machine_info, write_report
 
 from geo3d.io.capture_writer import CaptureWriter
 from geo3d.synthetic import LIDAR_COLUMNS, SceneRaycaster, render_frame, simulate_lidar
@@ -38,7 +37,6 @@ from geo3d.synthetic.occupancy import (
     semantic_occupancy,
 )
 from geo3d.synthetic.raycast import CULL_RADIUS_M
-from geo3d.utils.atomic import atomic_write_text
 from geo3d.utils.optional import require
 
 
@@ -122,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     medians = {k: statistics.median(v) for k, v in stages.items()}
     result = {
         "benchmark": "synth",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "machine": machine_info(),
         "config": config.to_dict(),
         "repeats": args.repeats,
         "scene_build_s": scene_s,
@@ -132,10 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "occupancy_speedup_vs_reference": medians["reference_occupancy"] / medians["occupancy"],
         "voxels_missed_by_reference": int(statistics.median(missed)),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        atomic_write_text(args.out, text)
+    write_report(result, args.out)
     return 0
 
 
