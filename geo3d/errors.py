@@ -34,3 +34,17 @@ class MissingDependencyError(Geo3dError, ImportError):
 class PointCloudError(Geo3dError, ValueError):
     """A point-cloud argument is malformed: wrong dimensionality, NaN/inf coordinates, lengths out of
     range, or batch sizes that do not match. The message names the argument and the problem."""
+
+
+class MeshError(Geo3dError, ValueError):
+    """A malformed mesh (wrong shapes, non-finite vertices, face indices out of range, no triangles),
+    or a mesh that cannot serve a request (e.g. not watertight when signed distances are asked for)."""
+
+
+class SDFError(Geo3dError, ValueError):
+    """A signed-distance argument is malformed: bad query points, bounds, resolution or options."""
+
+
+class VoxelError(Geo3dError, ValueError):
+    """A voxel-grid or octree argument is malformed: non-positive voxel size, empty input, shapes or
+    indices out of range, NaN/inf coordinates, or grids that do not match."""
