@@ -12,12 +12,13 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _SUBPACKAGES = (
-    "cameras", "errors", "geometry", "io", "models", "points", "structures", "synthetic", "training", "utils",
+    "cameras", "errors", "geometry", "io", "models", "nn", "points", "sdf", "structures", "synthetic", "training",
+    "utils", "voxels",
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from geo3d import (  # noqa: F401
-        cameras, errors, geometry, io, models, points, structures, synthetic, training, utils,
+        cameras, errors, geometry, io, models, nn, points, sdf, structures, synthetic, training, utils, voxels,
     )
 
 

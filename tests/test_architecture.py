@@ -15,7 +15,7 @@ GEO3D = REPO / "geo3d"
 LAYERS = {
     "errors": 0, "geometry": 0, "utils": 0,
     "structures": 1,
-    "cameras": 2, "points": 2, "render": 2,
+    "cameras": 2, "points": 2, "render": 2, "nn": 2, "sdf": 2, "voxels": 2,
     "io": 3,
     "synthetic": 4,
     "occupancy": 5, "nerf": 5, "splat": 5, "models": 5, "training": 5,

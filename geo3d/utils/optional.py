@@ -18,6 +18,7 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "trimesh": ("core", "mesh primitives and I/O"),
     "kornia": ("core", "camera geometry"),
     "scipy": ("core", "KD-trees and linear assignment"),
+    "skimage": ("core", "marching cubes (scikit-image)"),
     "PIL": ("core", "image I/O (pillow)"),
     "yaml": ("core", "YAML presets (pyyaml)"),
     "nerfacc": ("gpu", "CUDA volume-rendering kernels"),
