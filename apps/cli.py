@@ -28,6 +28,8 @@ class Task:
     summary: str
     config: str
     run: str
+    module: str | None = None
+    """The task's own module ``geo3d_apps.<module>`` instead of the command's (a task in its own file)."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("train", "train", "Train a model (resumable; checkpoints and metrics in --out).", tasks=(
         Task("pointnet", "Train a PointNet shape classifier on the synthetic shape set or ModelNet40.",
              "PointNetConfig", "run_pointnet"),
+        Task("sdf", "Fit a neural SDF to a watertight mesh; write its mesh, metrics and a preview picture.",
+             "SDFConfig", "run_sdf", module="train_sdf"),
     )),
 )
 
@@ -133,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             config_cls, run = module.Config, module.run
             config = parse_command_config(command.name, config_cls, rest, command.summary)
         else:
+            if task.module is not None:
+                module = importlib.import_module(f"geo3d_apps.{task.module}")
             config_cls, run = getattr(module, task.config), getattr(module, task.run)
             config = parse_command_config(f"{command.name}/{task.name}", config_cls, rest, task.summary,
                                           prog=prog, default_preset="default")

@@ -124,7 +124,7 @@ def test_task_table(capsys):
 
     for command in COMMANDS:  # every task names a config dataclass and a run function of its module
         for task in command.tasks:
-            module = importlib.import_module(f"geo3d_apps.{command.module}")
+            module = importlib.import_module(f"geo3d_apps.{task.module or command.module}")
             assert dataclasses.is_dataclass(getattr(module, task.config))
             assert callable(getattr(module, task.run))
     assert main(["train"]) == 2
