@@ -64,10 +64,15 @@ def marching_cubes(values, level: float = 0.0, sample_origin=(0.0, 0.0, 0.0), sp
     filled = np.where(valid, values, level + (1.0 if inside == "below" else -1.0)).astype(np.float32)
     # measured on a sphere: skimage's "descent" winding faces towards smaller values, and its vertex
     # normals point down the gradient whatever the winding
-    verts, faces, normals, _ = measure.marching_cubes(
-        filled, level=level, spacing=tuple(spacing), mask=None if valid.all() else _cube_mask(valid),
-        gradient_direction="descent" if inside == "below" else "ascent", allow_degenerate=False,
-    )
+    try:
+        verts, faces, normals, _ = measure.marching_cubes(
+            filled, level=level, spacing=tuple(spacing), mask=None if valid.all() else _cube_mask(valid),
+            gradient_direction="descent" if inside == "below" else "ascent", allow_degenerate=False,
+        )
+    except RuntimeError as error:  # the level is crossed only in cubes that touch unobserved samples
+        if "No surface found" in str(error):
+            return empty
+        raise
     faces = faces.astype(np.int64)
     if inside == "below":
         normals = -normals
