@@ -1,6 +1,10 @@
 """Open-vocabulary 3D occupancy in the style of POP-3D and OccFeat (docs/occupancy.md).
 
-This package holds the self-supervised targets, the losses and the evaluation:
+This package holds the network, its training samples, the self-supervised targets, the losses and
+the evaluation. :class:`OccupancyNet` (:class:`OccupancyNetConfig`) lifts image features into a voxel
+volume (:func:`lift_image_features`, parameter-free as in Simple-BEV) and decodes occupancy and
+language features; :func:`make_sample` / :class:`SyntheticOccupancyDataset` /
+:class:`CaptureOccupancyDataset` turn capture frames into inputs and targets;
 :func:`lidar_occupancy_targets` turns LiDAR returns into occupied / free / unknown voxels (exact ray
 traversal); :func:`occupancy_loss` (cross-entropy + Lovász) and :func:`feature_distillation_loss`
 train the occupancy and language heads; :func:`occupancy_iou`, :class:`ConfusionAccumulator`,
@@ -8,6 +12,10 @@ train the occupancy and language heads; :func:`occupancy_iou`, :class:`Confusion
 evaluate them.
 """
 
+from geo3d.occupancy.dataset import CaptureOccupancyDataset, SyntheticOccupancyDataset
+from geo3d.occupancy.lifting import LiftedFeatures, lift_image_features, scale_intrinsics, voxel_centers
+from geo3d.occupancy.network import OccupancyNet, OccupancyNetConfig, OccupancyOutput
+from geo3d.occupancy.samples import OccupancyBatch, OccupancySample, collate_samples, make_sample
 from geo3d.occupancy.targets import (
     FREE, OCCUPIED, UNKNOWN, OccupancyError, OccupancyTargets, lidar_occupancy_targets,
 )
@@ -20,6 +28,10 @@ from geo3d.occupancy.metrics import (
 )
 
 __all__ = [
+    "CaptureOccupancyDataset", "SyntheticOccupancyDataset",
+    "LiftedFeatures", "lift_image_features", "scale_intrinsics", "voxel_centers",
+    "OccupancyNet", "OccupancyNetConfig", "OccupancyOutput",
+    "OccupancyBatch", "OccupancySample", "collate_samples", "make_sample",
     "FREE", "OCCUPIED", "UNKNOWN", "OccupancyError", "OccupancyTargets", "lidar_occupancy_targets",
     "OccupancyLoss", "feature_distillation_loss", "jaccard_increments", "lovasz_hinge", "lovasz_softmax",
     "occupancy_loss",

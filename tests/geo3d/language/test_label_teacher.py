@@ -3,7 +3,6 @@ blur vs scipy, noise level, controlled accuracy drop, determinism, errors."""
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import numpy as np
@@ -12,27 +11,12 @@ import torch
 
 from geo3d.language.label_teacher import LabelTeacher, gaussian_blur_grid
 from geo3d.language.teachers import TeacherError, sample_features
-from geo3d.language.text import TextEncoder
 from geo3d.synthetic.classes import CLASS_NAMES
+from text_encoder_stub import HashEncoder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CLEAN = dict(blur_sigma=0.0, noise_std=0.0, confusion_rate=0.0)
-
-
-class HashEncoder(TextEncoder):
-    """Deterministic random unit embeddings per string (a stand-in text encoder)."""
-
-    name = "hash"
-    space = "hash:test"
-    dim = 32
-
-    def _encode_batch(self, texts):
-        rows = []
-        for text in texts:
-            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
-            rows.append(torch.from_numpy(np.random.default_rng(seed).standard_normal(self.dim)).float())
-        return torch.stack(rows)
 
 
 @pytest.fixture(scope="module")
