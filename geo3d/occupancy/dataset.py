@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch.utils.data
 
-from geo3d.occupancy.samples import OccupancySample, _check_grid_spec, _check_size, check_teacher, make_sample
+from geo3d.occupancy.lifting import check_image_size
+from geo3d.occupancy.samples import OccupancySample, _check_grid_spec, check_teacher, make_sample
 from geo3d.occupancy.targets import OccupancyError
 from geo3d.structures.capture import Capture
 
@@ -37,7 +38,7 @@ def _cache(cache_dir):
 
 
 def _image_size(image_size):
-    return None if image_size is None else _check_size(image_size, "image_size")
+    return None if image_size is None else check_image_size(image_size, "image_size")
 
 
 class SyntheticOccupancyDataset(torch.utils.data.Dataset):

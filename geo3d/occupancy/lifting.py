@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -45,11 +46,12 @@ class LiftedFeatures(NamedTuple):
     count: torch.Tensor
 
 
-def _size_pair(size, name: str) -> tuple[int, int]:
-    pair = tuple(size) if isinstance(size, Sequence) else ()
-    if len(pair) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in pair):
-        raise OccupancyError(f"{name} must be two positive ints (H, W), got {size!r}")
-    return pair  # type: ignore[return-value]
+def check_image_size(size, name: str) -> tuple[int, int]:
+    """``size`` as ``(H, W)`` Python ints; :class:`OccupancyError` unless two positive integers."""
+    if (not isinstance(size, Sequence) or len(size) != 2
+            or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in size)):
+        raise OccupancyError(f"{name} must be (H, W), two positive ints, got {size!r}")
+    return int(size[0]), int(size[1])
 
 
 def scale_intrinsics(K: torch.Tensor, image_size: Sequence[int], feature_size: Sequence[int]) -> torch.Tensor:
@@ -70,8 +72,8 @@ def scale_intrinsics(K: torch.Tensor, image_size: Sequence[int], feature_size: S
     K = check_finite_tensor(K, "K")
     if K.ndim < 2 or K.shape[-2:] != (3, 3):
         raise OccupancyError(f"K must be [..., 3, 3], got {list(K.shape)}")
-    height, width = _size_pair(image_size, "image_size")
-    feat_h, feat_w = _size_pair(feature_size, "feature_size")
+    height, width = check_image_size(image_size, "image_size")
+    feat_h, feat_w = check_image_size(feature_size, "feature_size")
     sx, sy = feat_w / width, feat_h / height
     scale = K.new_tensor([[sx, sx, sx], [sy, sy, sy], [1.0, 1.0, 1.0]])
     shift = K.new_tensor([[0.0, 0.0, 0.5 * sx - 0.5], [0.0, 0.0, 0.5 * sy - 0.5], [0.0, 0.0, 0.0]])

@@ -60,7 +60,7 @@ from torch import Tensor
 from geo3d.cameras.functional import world_to_pixels
 from geo3d.geometry.poses import invert_pose
 from geo3d.language.teachers import DenseFeatures, sample_features
-from geo3d.occupancy.lifting import scale_intrinsics
+from geo3d.occupancy.lifting import check_image_size, scale_intrinsics
 from geo3d.occupancy.targets import OccupancyError, lidar_occupancy_targets
 from geo3d.structures.capture import Capture, CameraFrame, Frame
 from geo3d.synthetic.occupancy import OccupancyGridSpec
@@ -115,13 +115,6 @@ class OccupancySample:
 
 
 # ------------------------------------------------------------------------------------- small helpers
-
-
-def _check_size(size, name: str) -> tuple[int, int]:
-    if (not isinstance(size, Sequence) or len(size) != 2
-            or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in size)):
-        raise OccupancyError(f"{name} must be (H, W), two positive ints, got {size!r}")
-    return int(size[0]), int(size[1])
 
 
 def capture_id_of(capture: Capture) -> str:
@@ -355,7 +348,7 @@ def make_sample(capture: Capture, frame_index: int, grid_spec: OccupancyGridSpec
     grid_spec = _check_grid_spec(grid_spec)
     check_teacher(teacher, feature_dim)
     if image_size is not None:
-        image_size = _check_size(image_size, "image_size")
+        image_size = check_image_size(image_size, "image_size")
     if isinstance(min_depth, bool) or not isinstance(min_depth, (int, float)) or not 0 <= min_depth < float("inf"):
         raise OccupancyError(f"min_depth must be a finite number >= 0, got {min_depth!r}")
     if capture_id is not None and (not isinstance(capture_id, str) or not capture_id.strip()):

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 import torch
 
 from geo3d.errors import SDFError
+from geo3d.sdf._inputs import check_query_points as _check_points
 from geo3d.geometry.rotations import quaternion_to_matrix
 
 Scalar = float | torch.Tensor
@@ -40,18 +41,6 @@ Vector = Sequence[float] | torch.Tensor
 
 
 # -- validation ------------------------------------------------------------------------------------
-def _check_points(points: torch.Tensor) -> torch.Tensor:
-    if not isinstance(points, torch.Tensor):
-        raise SDFError(f"points must be a torch tensor [..., 3], got {type(points).__name__}")
-    if points.ndim < 1 or points.shape[-1] != 3:
-        raise SDFError(f"points must have shape [..., 3], got {list(points.shape)}")
-    if not points.is_floating_point():
-        raise SDFError(f"points must be a floating-point tensor, got {points.dtype}")
-    if points.numel() and not bool(torch.isfinite(points).all()):
-        raise SDFError(f"points hold {int((~torch.isfinite(points)).any(-1).sum())} rows with NaN or inf")
-    return points
-
-
 def _param(value, name: str, *, vector: bool = False, positive: bool = False, nonnegative: bool = False,
            single: bool = False):
     """Validate a shape parameter (float / sequence / tensor); returns it as given (tensors keep grad).

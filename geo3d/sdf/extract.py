@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from geo3d.errors import SDFError
+from geo3d.sdf._inputs import check_bounds
 from geo3d.structures.mesh import TriangleMesh
 from geo3d.voxels.marching_cubes import marching_cubes
 
@@ -30,19 +31,6 @@ SDFFunction = Callable[[torch.Tensor], torch.Tensor]
 
 DEFAULT_CHUNK_SIZE = 262_144
 """Points evaluated per call of ``sdf_fn`` by default (a 64^3 block; 3 MiB of float32 points)."""
-
-
-def _bounds(bounds) -> torch.Tensor:
-    try:
-        box = torch.as_tensor(np.asarray(bounds, dtype=np.float64) if not isinstance(bounds, torch.Tensor)
-                              else bounds.detach().cpu(), dtype=torch.float64)
-    except (TypeError, ValueError) as exc:
-        raise SDFError(f"bounds must be a [2, 3] box (min corner, max corner), got {bounds!r}") from exc
-    if box.shape != (2, 3):
-        raise SDFError(f"bounds must have shape [2, 3] (min corner, max corner), got {list(box.shape)}")
-    if not torch.isfinite(box).all() or not (box[1] > box[0]).all():
-        raise SDFError(f"bounds must be finite with max > min on every axis, got {box.tolist()}")
-    return box
 
 
 def _resolution(resolution, name: str = "resolution") -> tuple[int, int, int]:
@@ -65,7 +53,7 @@ def _chunk_size(chunk_size) -> int:
 
 def lattice_spacing(bounds, resolution) -> np.ndarray:
     """``[3]`` float64 step between samples of the lattice of ``resolution`` spanning ``bounds``."""
-    box, res = _bounds(bounds), _resolution(resolution)
+    box, res = check_bounds(bounds), _resolution(resolution)
     return ((box[1] - box[0]) / (torch.tensor(res, dtype=torch.float64) - 1)).numpy()
 
 
@@ -96,7 +84,7 @@ def evaluate_grid(sdf_fn: SDFFunction, bounds, resolution, chunk_size: int = DEF
     Returns:
         ``[X, Y, Z]`` float32 CPU tensor; ``[i, j, k]`` is the value at ``bounds[0] + (i, j, k) * spacing``.
     """
-    box, (nx, ny, nz), chunk = _bounds(bounds), _resolution(resolution), _chunk_size(chunk_size)
+    box, (nx, ny, nz), chunk = check_bounds(bounds), _resolution(resolution), _chunk_size(chunk_size)
     axes = [torch.linspace(float(box[0, a]), float(box[1, a]), n, dtype=torch.float64)
             for a, n in enumerate((nx, ny, nz))]
     values = torch.empty(nx * ny * nz, dtype=torch.float32)
@@ -128,7 +116,7 @@ def evaluate_slice(sdf_fn: SDFFunction, bounds, axis: int, position: float, reso
         ``[H, W]`` float32 CPU tensor, row ``r`` at ``b = bounds[1, b] - r * step`` (top row at the
         maximum, as an image shows it) and column ``c`` at ``a = bounds[0, a] + c * step``.
     """
-    box = _bounds(bounds)
+    box = check_bounds(bounds)
     if isinstance(axis, bool) or axis not in (0, 1, 2):
         raise SDFError(f"axis must be 0, 1 or 2, got {axis!r}")
     if not np.isfinite(float(position)):
@@ -171,7 +159,7 @@ def evaluate_grid_narrow_band(sdf_fn: SDFFunction, bounds, resolution, coarse_fa
     Returns:
         ``[X, Y, Z]`` float32 CPU tensor: exact values in the band, sign-correct coarse values elsewhere.
     """
-    box, res, chunk = _bounds(bounds), _resolution(resolution), _chunk_size(chunk_size)
+    box, res, chunk = check_bounds(bounds), _resolution(resolution), _chunk_size(chunk_size)
     if isinstance(coarse_factor, bool) or not isinstance(coarse_factor, Integral) or coarse_factor < 1:
         raise SDFError(f"coarse_factor must be a positive integer, got {coarse_factor!r}")
     if not (isinstance(band_safety, (int, float)) and np.isfinite(band_safety) and band_safety >= 1):
@@ -262,7 +250,7 @@ def extract_mesh(sdf_fn: SDFFunction, bounds, resolution, chunk_size: int = DEFA
         values = evaluate_grid_narrow_band(sdf_fn, bounds, resolution, coarse_factor, band_safety, chunk_size, device)
     else:
         values = evaluate_grid(sdf_fn, bounds, resolution, chunk_size, device)
-    return marching_cubes(values.numpy(), level=float(level), sample_origin=_bounds(bounds)[0].numpy(),
+    return marching_cubes(values.numpy(), level=float(level), sample_origin=check_bounds(bounds)[0].numpy(),
                           spacing=lattice_spacing(bounds, resolution), inside="below")
 
 

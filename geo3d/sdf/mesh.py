@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from geo3d.errors import MeshError, SDFError
+from geo3d.sdf._inputs import check_query_points
 from geo3d.structures.mesh import TriangleMesh
 from geo3d.structures.shapes import sample_surface
 from geo3d.utils.optional import require
@@ -163,19 +164,9 @@ def closest_point_on_triangles(points: np.ndarray, a: np.ndarray, b: np.ndarray,
 
 
 def _query_array(points: torch.Tensor, name: str = "points") -> np.ndarray:
-    if not isinstance(points, torch.Tensor):
-        raise SDFError(f"{name} must be a torch tensor [..., 3], got {type(points).__name__}")
-    if points.ndim < 1 or points.shape[-1] != 3:
-        raise SDFError(f"{name} must have shape [..., 3], got {list(points.shape)}")
-    if not points.is_floating_point():
-        raise SDFError(f"{name} must be a floating-point tensor, got {points.dtype}")
-    if points.numel() == 0:
-        raise SDFError(f"{name} is empty ({list(points.shape)}): nothing to query")
-    array = points.detach().to("cpu", torch.float64).numpy().reshape(-1, 3)
-    finite = np.isfinite(array).all(axis=1)
-    if not finite.all():
-        raise SDFError(f"{name} holds {int((~finite).sum())} points with NaN or inf coordinates")
-    return array
+    """Checked query points as a float64 ``[N, 3]`` NumPy array (Open3D's input)."""
+    check_query_points(points, name, allow_empty=False)
+    return points.detach().to("cpu", torch.float64).numpy().reshape(-1, 3)
 
 
 class MeshSDF:

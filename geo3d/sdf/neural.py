@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from geo3d.errors import SDFError
+from geo3d.sdf._inputs import check_bounds
 from geo3d.nn.encodings import FrequencyEncoding, GridEncoding
 from geo3d.nn.mlp import MLP
 
@@ -110,20 +111,6 @@ class NeuralSDFConfig:
         if any(not 1 <= s < self.num_layers for s in self.skip_connections):
             raise SDFError(f"NeuralSDFConfig.skip_connections must lie in [1, num_layers={self.num_layers}), "
                            f"got {list(self.skip_connections)}")
-
-
-def check_bounds(bounds, name: str = "bounds") -> Tensor:
-    """``bounds`` as a float64 ``[2, 3]`` tensor (min corner, max corner); :class:`SDFError` unless finite
-    with max > min on every axis."""
-    try:
-        box = torch.as_tensor(bounds, dtype=torch.float64)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise SDFError(f"{name} must be a [2, 3] box (min corner, max corner), got {bounds!r}") from exc
-    if box.shape != (2, 3):
-        raise SDFError(f"{name} must have shape [2, 3] (min corner, max corner), got {list(box.shape)}")
-    if not torch.isfinite(box).all() or not (box[1] > box[0]).all():
-        raise SDFError(f"{name} must be finite with max > min on every axis, got {box.tolist()}")
-    return box
 
 
 class NeuralSDF(nn.Module):
