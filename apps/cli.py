@@ -48,12 +48,18 @@ COMMANDS: tuple[Command, ...] = (
     Command("eval", "eval", "Evaluate a trained model.", tasks=(
         Task("pointnet", "Evaluate a PointNet checkpoint: overall, mean class and per-class accuracy.",
              "PointNetConfig", "run_pointnet"),
+        Task("occupancy", "Evaluate an occupancy checkpoint: IoU, zero-shot mIoU, retrieval mAP, baseline, oracle.",
+             "OccupancyConfig", "run_occupancy", module="eval_occupancy"),
     )),
     Command("info", "info", "Detect a capture's format and summarise its frames, cameras and LiDAR."),
     Command("synth", "synth", "Generate a synthetic multi-camera + LiDAR capture with full ground truth."),
     Command("train", "train", "Train a model (resumable; checkpoints and metrics in --out).", tasks=(
+        Task("bev", "OccFeat: fine-tune a BEV segmentation head with few labels, with or without pre-training.",
+             "BevConfig", "run_bev", module="train_bev"),
         Task("pointnet", "Train a PointNet shape classifier on the synthetic shape set or ModelNet40.",
              "PointNetConfig", "run_pointnet"),
+        Task("occupancy", "Train the open-vocabulary occupancy network (LiDAR occupancy + teacher distillation).",
+             "OccupancyConfig", "run_occupancy", module="train_occupancy"),
         Task("sdf", "Fit a neural SDF to a watertight mesh; write its mesh, metrics and a preview picture.",
              "SDFConfig", "run_sdf", module="train_sdf"),
     )),

@@ -78,7 +78,7 @@ def _coerce(value: Any, hint: Any, what: str) -> Any:
         if origin is tuple and args:
             if len(args) != len(value):
                 raise ConfigError(f"{what}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, what) for v, a in zip(args, value))
+            return tuple(_coerce(v, a, what) for v, a in zip(value, args))
         return [_coerce(v, args[0] if args else Any, what) for v in value]
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, what)

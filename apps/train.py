@@ -69,8 +69,8 @@ def train_config(config: PointNetConfig) -> PointNetTrainConfig:
     return PointNetTrainConfig(**{f.name: getattr(config, f.name) for f in fields(PointNetTrainConfig)})
 
 
-def _identity(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if k not in NOT_IDENTITY}
+def _identity(values: dict[str, Any], ignored: tuple[str, ...] = NOT_IDENTITY) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if k not in ignored}
 
 
 def _log(message: str) -> None:
@@ -135,8 +135,12 @@ def load_shapes(data: Path, num_points: int, split: str):
     return load_shape_split(data, split, num_points)
 
 
-def _prepare_run_folder(config: PointNetConfig, config_path: Path) -> None:
-    """Refuse a folder made with other options (or holding something else) unless --overwrite."""
+def _prepare_run_folder(config, config_path: Path, identity_keys: tuple[str, ...] = NOT_IDENTITY,
+                        keep: tuple[str, ...] = ("data", "samples")) -> None:
+    """Refuse a folder made with other options (or holding something else) unless --overwrite.
+
+    ``identity_keys``: options that do not change the run; ``keep``: entries of a run folder that
+    ``--overwrite`` keeps (generated data)."""
     import yaml
 
     from geo3d_apps.config import to_dict
@@ -158,14 +162,14 @@ def _prepare_run_folder(config: PointNetConfig, config_path: Path) -> None:
         except (OSError, yaml.YAMLError) as exc:
             message = f"{config_path}: unreadable run config ({exc}); pass --overwrite to start over"
             raise ValueError(message) from None
-        ours = _identity(to_dict(config))
-        saved = _identity(saved if isinstance(saved, dict) else {})
+        ours = _identity(to_dict(config), identity_keys)
+        saved = _identity(saved if isinstance(saved, dict) else {}, identity_keys)
         differ = sorted(k for k in set(ours) | set(saved) if ours.get(k) != saved.get(k))
         if differ:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {ours.get(k)!r}" for k in differ[:6])
             raise FileExistsError(f"{out} holds a run made with other options ({detail}); pass --overwrite "
                                   "to start over, or choose another --out")
-    elif out.is_dir() and any(p.name != "data" for p in out.iterdir()):
+    elif out.is_dir() and any(p.name not in keep for p in out.iterdir()):
         raise FileExistsError(f"{out} exists and is not a geo3d train run folder (no config.yaml); choose "
                               "another --out or pass --overwrite")
 

@@ -73,7 +73,7 @@ class SyntheticOccupancyDataset(torch.utils.data.Dataset):
         self.seeds = tuple(int(s) for s in seeds)
         self.synth_config = synth_config
         self.grid_spec = synth_config.grid_spec() if grid_spec is None else _check_grid_spec(grid_spec)
-        self.teacher = check_teacher(teacher, sample_options.get("feature_dim"))
+        self.teacher = None if teacher is None else check_teacher(teacher, sample_options.get("feature_dim"))
         self.image_size = _image_size(image_size)
         self.cache = _cache(cache_dir)
         self.with_ground_truth = bool(with_ground_truth)
@@ -142,7 +142,7 @@ class CaptureOccupancyDataset(torch.utils.data.Dataset):
         if isinstance(captures, (str, Path, Capture)) or not isinstance(captures, Sequence) or len(captures) == 0:
             raise OccupancyError(f"captures must be a non-empty sequence of Capture objects or paths, got {captures!r}")
         self.grid_spec = _check_grid_spec(grid_spec)
-        self.teacher = check_teacher(teacher, sample_options.get("feature_dim"))
+        self.teacher = None if teacher is None else check_teacher(teacher, sample_options.get("feature_dim"))
         self.image_size = _image_size(image_size)
         self.cache = _cache(cache_dir)
         self.with_ground_truth = bool(with_ground_truth)

@@ -172,11 +172,14 @@ class OccupancyOutput(NamedTuple):
         occupancy_logits: ``[B, X, Y, Z]`` occupancy logit per voxel of the output grid (> 0: occupied).
         volume: ``[B, F', X', Y', Z']`` decoded features on the lifting grid (input of the language head).
         camera_count: ``[B, X', Y', Z']`` int64 cameras that see each lifting voxel centre.
+        bev: ``[B, W0, X', Y']`` the BEV decoder's output (``W0 = bev_widths[0]``), input of both
+            heads; a BEV segmentation head (OccFeat pre-training) reads it.
     """
 
     occupancy_logits: torch.Tensor
     volume: torch.Tensor
     camera_count: torch.Tensor
+    bev: torch.Tensor
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -330,7 +333,7 @@ class OccupancyNet(nn.Module):
         logits = F.pixel_shuffle(self.occupancy_head(bev), config.upsample)  # [B, Z, X, Y]
         decoded = self.volume_head(bev).reshape(batch, config.volume_dim, lift_z, lift_x, lift_y)
         return OccupancyOutput(logits.permute(0, 2, 3, 1), decoded.permute(0, 1, 3, 4, 2),
-                               lifted.count.reshape(batch, lift_x, lift_y, lift_z))
+                               lifted.count.reshape(batch, lift_x, lift_y, lift_z), bev)
 
     def _check_volume(self, output) -> torch.Tensor:
         if not isinstance(output, OccupancyOutput):

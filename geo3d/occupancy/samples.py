@@ -271,7 +271,44 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> Tensor:
     return out.clamp_(0.0, 1.0)
 
 
-def _lidar(frame: Frame, world2ego: np.ndarray, with_labels: bool):
+def box_point_labels(points: np.ndarray, boxes: Sequence[dict]) -> np.ndarray:
+    """Class of each point from annotated 3D boxes: the id (:data:`geo3d.synthetic.classes.CLASS_IDS`)
+    of the box holding it, 0 outside every box (background: "not an annotated thing").
+
+    Args:
+        points: ``[N, 3]`` points in the boxes' frame, metres.
+        boxes: dicts with ``"box": [x, y, z, l, w, h, yaw]`` (centre, size along the box's x / y / z,
+            yaw about z, radians) and ``"label"`` (a class name); boxes of other labels are skipped.
+            A point in several boxes takes the last one's class.
+
+    Returns:
+        ``[N]`` int64 class ids.
+    """
+    from geo3d.synthetic.classes import CLASS_IDS
+
+    labels = np.zeros(len(points), dtype=np.int64)
+    for box in boxes:
+        cls = CLASS_IDS.get(box.get("label"))
+        if cls is None:
+            continue
+        x, y, z, length, width, height, yaw = map(float, box["box"][:7])
+        d = points - np.array([x, y, z])
+        c, s = np.cos(yaw), np.sin(yaw)
+        along, across = c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1]
+        inside = (np.abs(along) <= length / 2) & (np.abs(across) <= width / 2) & (np.abs(d[:, 2]) <= height / 2)
+        labels[inside] = cls
+    return labels
+
+
+def _frame_boxes(capture: Capture, frame: Frame) -> list[dict] | None:
+    """The annotated boxes of a frame from a nuScenes-style capture's metadata (LiDAR frame), or None."""
+    for entry in capture.metadata.get("samples", []) if isinstance(capture.metadata, dict) else []:
+        if isinstance(entry, dict) and entry.get("index") == frame.index and isinstance(entry.get("boxes"), list):
+            return entry["boxes"]
+    return None
+
+
+def _lidar(frame: Frame, world2ego: np.ndarray, with_labels: bool, boxes: list[dict] | None = None):
     if not frame.lidar:
         raise OccupancyError(f"frame {frame.index} has no LiDAR sweep: occupancy and distillation targets need one")
     points, origins, labels = [], [], []
@@ -284,6 +321,8 @@ def _lidar(frame: Frame, world2ego: np.ndarray, with_labels: bool):
         points.append(xyz @ sensor2ego[:3, :3].T + sensor2ego[:3, 3])
         origins.append(np.broadcast_to(sensor2ego[:3, 3], xyz.shape))
         label = sweep.load_labels() if with_labels else None
+        if with_labels and label is None and boxes is not None and (name == "LIDAR_TOP" or len(frame.lidar) == 1):
+            label = box_point_labels(xyz, boxes)  # boxes are in this sensor's frame
         if label is not None and len(label) != len(xyz):
             raise OccupancyError(f"frame {frame.index} LiDAR {name!r}: {len(label)} labels for {len(xyz)} points")
         labels.append(label)
@@ -322,11 +361,14 @@ def make_sample(capture: Capture, frame_index: int, grid_spec: OccupancyGridSpec
         frame_index: position of the frame in ``capture.frames``.
         grid_spec: the occupancy grid in the ego frame.
         teacher: a dense teacher (:class:`~geo3d.language.teachers.DenseTeacher`) fed by
-            :func:`teacher_inputs`.
+            :func:`teacher_inputs`, or None (no teacher: ``distill_features`` is ``[M, 0]``, the
+            distillation points are still the LiDAR points seen by a camera).
         image_size: ``(H, W)`` network input size; None keeps the cameras' size (they must agree).
         cache: optional :class:`~geo3d.language.cache.FeatureCache` for the teacher features.
         with_ground_truth: add ``gt_semantics`` / ``gt_visible`` (when the frame has occupancy) and
-            ``lidar_labels`` (when the sweeps have labels).
+            ``lidar_labels`` (when the sweeps have labels; for a sweep without labels in a capture with
+            annotated 3D boxes, such as a nuScenes info pickle, the class of the box holding each point,
+            0 outside the boxes: :func:`box_point_labels`).
         capture_id: key of the capture in the cache; default :func:`capture_id_of`.
         feature_dim: expected teacher dimension ``D`` (checked), or None.
         min_depth: smallest z-depth (metres) of a point in front of a camera.
@@ -346,7 +388,8 @@ def make_sample(capture: Capture, frame_index: int, grid_spec: OccupancyGridSpec
             or not -len(capture.frames) <= frame_index < len(capture.frames):
         raise OccupancyError(f"frame_index must be an int in [0, {len(capture.frames)}), got {frame_index!r}")
     grid_spec = _check_grid_spec(grid_spec)
-    check_teacher(teacher, feature_dim)
+    if teacher is not None:
+        check_teacher(teacher, feature_dim)
     if image_size is not None:
         image_size = check_image_size(image_size, "image_size")
     if isinstance(min_depth, bool) or not isinstance(min_depth, (int, float)) or not 0 <= min_depth < float("inf"):
@@ -376,23 +419,25 @@ def make_sample(capture: Capture, frame_index: int, grid_spec: OccupancyGridSpec
     cam2ego = torch.from_numpy(world2ego @ cam2world)
 
     # LiDAR and occupancy targets
-    points, origins, labels = _lidar(frame, world2ego, with_ground_truth)
+    boxes = _frame_boxes(capture, frame) if with_ground_truth else None
+    points, origins, labels = _lidar(frame, world2ego, with_ground_truth, boxes)
     targets = lidar_occupancy_targets(points, origins, grid_spec.origin, grid_spec.voxel_size, grid_spec.shape,
                                       max_range=max_range, min_hits=min_hits)
 
     # distillation targets
     cid = capture_id if capture_id is not None else (capture_id_of(capture) if cache is not None else None)
-    dense = camera_features(teacher, cameras, cache=cache, capture_id=cid, frame_index=int(frame.index))
+    if teacher is not None:
+        dense = camera_features(teacher, cameras, cache=cache, capture_id=cid, frame_index=int(frame.index))
     points_world = points @ torch.from_numpy(ego2world[:3, :3]).T + torch.from_numpy(ego2world[:3, 3])
     proj = world_to_pixels(points_world, torch.from_numpy(Ks), torch.from_numpy(cam2world))  # [C, N, 2]
     seen, choice = select_views(proj.uv, proj.depth, sizes, float(min_depth))
     index = torch.nonzero(seen).squeeze(1)
     chosen = choice[index]
     uv = proj.uv[chosen, index]  # [M, 2]
-    features = torch.zeros(len(index), int(teacher.dim))
+    features = torch.zeros(len(index), int(teacher.dim) if teacher is not None else 0)
     for c in range(len(cameras)):
         rows = torch.nonzero(chosen == c).squeeze(1)
-        if len(rows):
+        if len(rows) and teacher is not None:
             features[rows] = sample_features(dense[c], uv[rows].float())
 
     gt_semantics = gt_visible = None

@@ -15,8 +15,8 @@ from geo3d.language.cache import FeatureCache
 from geo3d.language.label_teacher import LabelTeacher
 from geo3d.language.teachers import DenseFeatures, DenseTeacher, as_image_batch, sample_features
 from geo3d.occupancy.samples import (
-    OccupancyBatch, OccupancySample, capture_id_of, collate_samples, make_sample, scale_intrinsics, select_views,
-    teacher_inputs,
+    OccupancyBatch, OccupancySample, box_point_labels, capture_id_of, collate_samples, make_sample, scale_intrinsics,
+    select_views, teacher_inputs,
 )
 from geo3d.occupancy.targets import OccupancyError, lidar_occupancy_targets
 from geo3d.structures.capture import Capture
@@ -326,7 +326,16 @@ def test_nuscenes_sample_with_an_rgb_teacher(nuscenes_dir):
     assert isinstance(out, OccupancySample)
     assert out.images.shape == (6, 3, 90, 160) and out.K.shape == (6, 3, 3)
     assert out.lidar_points_ego.shape == (34688, 3) and out.occupancy_state.shape == (80, 80, 12)
-    assert out.gt_semantics is None and out.lidar_labels is None
+    assert out.gt_semantics is None
+    # no lidarseg: points take the class of the annotated box holding them (LiDAR frame), 0 elsewhere
+    sweep = capture.frames[0].lidar["LIDAR_TOP"]
+    boxes = capture.metadata["samples"][0]["boxes"]
+    assert torch.equal(out.lidar_labels, torch.from_numpy(box_point_labels(sweep.load_points()[:, :3], boxes)))
+    labelled = {CLASS_NAMES[int(c)] for c in out.lidar_labels.unique() if c > 0}
+    assert {"car", "pedestrian", "barrier"} <= labelled
+    assert int((out.lidar_labels == 0).sum()) > 0.8 * len(out.lidar_labels)
+    no_truth = make_sample(capture, 0, spec, ColourTeacher(), image_size=(90, 160), with_ground_truth=False)
+    assert no_truth.lidar_labels is None
     assert 5000 < len(out.distill_index) < 34688
     assert int((out.occupancy_state == 1).sum()) > 100
     frame = capture.frames[0]
@@ -340,3 +349,27 @@ def test_nuscenes_sample_with_an_rgb_teacher(nuscenes_dir):
         pts_ego = out.distill_points_ego[rows].double()
         resized = world_to_pixels(pts_ego, out.K[c].double(), out.cam2ego[c].double())
         assert bool(((resized.uv >= -0.5 - 1e-3) & (resized.uv < torch.tensor([159.5, 89.5]) + 1e-3)).all())
+
+
+def test_without_a_teacher_the_points_stay_and_features_are_empty(capture, sample):
+    bare = make_sample(capture, 0, SMALL.grid_spec(), None, image_size=IMAGE_SIZE)
+    assert bare.distill_features.shape == (len(sample.distill_points_ego), 0)
+    assert torch.equal(bare.distill_points_ego, sample.distill_points_ego)
+    assert torch.equal(bare.occupancy_state, sample.occupancy_state)
+
+
+def test_box_point_labels_against_a_brute_force_box_test():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-6, 6, (4000, 3))
+    boxes = [{"label": "car", "box": [1.0, 2.0, 0.5, 4.0, 2.0, 1.5, 0.7]},
+             {"label": "pedestrian", "box": [-3.0, -1.0, 0.0, 0.8, 0.6, 1.8, -2.0]},
+             {"label": "unknown thing", "box": [0.0, 0.0, 0.0, 50.0, 50.0, 50.0, 0.0]}]  # skipped
+    labels = box_point_labels(points, boxes)
+    expected = np.zeros(len(points), dtype=np.int64)
+    for box, cls in zip(boxes[:2], (CLASS_NAMES.index("car"), CLASS_NAMES.index("pedestrian"))):
+        x, y, z, length, width, height, yaw = box["box"]
+        to_box = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])  # box->frame
+        local = (points - [x, y, z]) @ to_box  # row-vector form of to_box.T @ (p - c)
+        expected[(np.abs(local) <= [length / 2, width / 2, height / 2]).all(1)] = cls
+    assert np.array_equal(labels, expected)
+    assert (labels == CLASS_NAMES.index("car")).sum() > 10 and (labels == CLASS_NAMES.index("pedestrian")).sum() > 0
