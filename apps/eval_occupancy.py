@@ -24,8 +24,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as geo3d train does (see 
 class OccupancyConfig:
     """Evaluate an occupancy checkpoint: IoU, zero-shot mIoU, retrieval mAP, baseline and oracle."""
 
-    checkpoint: Path = Path("assets/occupancy/occupancy.pt")
-    """A checkpoint of geo3d train occupancy, or its run folder (checkpoints/last.pt)."""
+    checkpoint: Path | None = None
+    """A checkpoint of geo3d train occupancy, or its run folder (checkpoints/last.pt); default: the
+    shipped assets/occupancy/occupancy.pt."""
     data: tuple[Path, ...] = ()
     """Captures to evaluate (geo3d capture folders, nuScenes info pickles); default: synthetic scenes."""
     seed_start: int = 9000
@@ -54,11 +55,15 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def checkpoint_file(path: Path) -> Path:
-    """A checkpoint file, or ``checkpoints/last.pt`` of a run folder."""
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "occupancy" / "occupancy.pt"
+"""The checkpoint shipped in the repository (assets/occupancy/README.md says how it was made)."""
+
+
+def checkpoint_file(path: Path | None) -> Path:
+    """A checkpoint file, ``checkpoints/last.pt`` of a run folder, or the shipped one (None)."""
     from geo3d_apps.eval import _checkpoint_file
 
-    return _checkpoint_file(path)
+    return _checkpoint_file(SHIPPED_CHECKPOINT if path is None else path)
 
 
 def run_occupancy(config: OccupancyConfig) -> int:

@@ -29,20 +29,21 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see apps/train.py: idle OpenMP threads sleep
 
-TRAIN_OPTIONS = ("steps", "batch_size", "lr", "weight_decay", "warmup_fraction", "final_lr_factor", "grad_clip",
-                 "pos_weight", "lovasz_weight", "freeze_backbone", "prior_from_labels", "seed")
-"""Options that are :class:`geo3d.occupancy.bev.BevTrainConfig` fields."""
+from geo3d.occupancy.bev import BevTrainConfig  # noqa: E402  (imports torch)
+
+TRAIN_OPTIONS = tuple(f.name for f in fields(BevTrainConfig))
+"""Options that are :class:`geo3d.occupancy.bev.BevTrainConfig` fields (inherited by :class:`BevConfig`)."""
 ARMS = ("pretrained", "scratch")
 
 
-@dataclass
-class BevConfig:
+@dataclass(frozen=True)
+class BevConfig(BevTrainConfig):
     """Fine-tune an occupancy network for BEV segmentation on a few labelled frames (OccFeat)."""
 
     train_samples: Path | None = None
@@ -57,30 +58,8 @@ class BevConfig:
     """Share of the training frames that are labelled (at least one frame), drawn with --seed."""
     compare: bool = False
     """Run both arms (pretrained and from scratch) and print a table; needs --pretrained."""
-    steps: int = 150
-    """Optimisation steps per arm."""
-    batch_size: int = 1
-    """Frames per step."""
-    lr: float = 2e-3
-    """AdamW's peak learning rate (linear warm-up, then cosine decay)."""
-    weight_decay: float = 1e-4
-    """AdamW's weight decay."""
-    warmup_fraction: float = 0.1
-    """Share of the steps with a linear learning-rate warm-up."""
-    final_lr_factor: float = 0.01
-    """Learning rate of the last step as a fraction of --lr."""
-    grad_clip: float | None = 5.0
-    """Largest gradient norm (None: no clipping)."""
     pos_weight: tuple[float, ...] = (2.13, 1.0)
     """BCE weight of positive cells per class (vehicle, drivable); 2.13 is LSS / Simple-BEV's vehicle weight."""
-    lovasz_weight: float = 0.0
-    """Weight of a per-class Lovász hinge (IoU surrogate) added to the BCE (0: off, the papers' recipe)."""
-    freeze_backbone: bool = False
-    """Train the BEV head alone (a linear-probe-like ablation)."""
-    prior_from_labels: bool = True
-    """Start the head's bias at the class frequencies of the labelled frames."""
-    seed: int = 0
-    """Seed of the labelled subset, the head's initialisation and the frame order."""
     max_val_frames: int | None = None
     """Evaluate on the first N validation frames only (default: all)."""
     out: Path = Path("out/bev")
@@ -95,8 +74,6 @@ def _log(message: str) -> None:
 
 def train_config(config: BevConfig):
     """The :class:`~geo3d.occupancy.bev.BevTrainConfig` part of the options."""
-    from geo3d.occupancy.bev import BevTrainConfig
-
     values = {name: getattr(config, name) for name in TRAIN_OPTIONS}
     weights = tuple(values["pos_weight"])
     values["pos_weight"] = float(weights[0]) if len(weights) == 1 else (weights or None)
@@ -145,27 +122,21 @@ def sample_files(folder: Path, option: str) -> list[Path]:
 
 
 def load_backbone(path: Path):
-    """``(OccupancyNet, Checkpoint)`` of an occupancy checkpoint written by ``geo3d train occupancy``:
-    the network rebuilt from ``extra["net_config"]`` with the checkpoint's weights (strictly)."""
-    from geo3d.occupancy.network import OccupancyNet, OccupancyNetConfig
+    """``(OccupancyNet, Checkpoint)`` of an occupancy checkpoint written by ``geo3d train occupancy``
+    (:func:`geo3d.occupancy.training.load_occupancy_net`), refusing checkpoints of other tasks."""
     from geo3d.occupancy.targets import OccupancyError
-    from geo3d.training.checkpoint import load_checkpoint, restore
+    from geo3d.occupancy.training import load_occupancy_net
+    from geo3d.training.checkpoint import CheckpointError, load_checkpoint
 
-    checkpoint = load_checkpoint(path)
-    task = checkpoint.extra.get("task")
+    task = load_checkpoint(path).extra.get("task")
     if task is not None and task != "train/occupancy":
         raise OccupancyError(f"--pretrained {path}: a {task!r} checkpoint, not an occupancy network "
                              "(geo3d train occupancy)")
-    if not isinstance(checkpoint.extra.get("net_config"), dict):
-        raise OccupancyError(f"--pretrained {path}: no net_config in the checkpoint's extra: not an occupancy "
-                             "network checkpoint")
     try:
-        net_config = OccupancyNetConfig.from_dict(checkpoint.extra["net_config"])
-    except (TypeError, ValueError) as exc:
-        raise OccupancyError(f"--pretrained {path}: invalid net_config ({exc})") from None
-    net = OccupancyNet(net_config)
-    restore(checkpoint, net)
-    return net, checkpoint
+        net, checkpoint = load_occupancy_net(path)
+    except CheckpointError as exc:
+        raise OccupancyError(f"--pretrained {exc}") from None
+    return net.train(), checkpoint
 
 
 def _backbone(config: BevConfig, arm: str, pretrained):

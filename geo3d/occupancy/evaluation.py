@@ -104,6 +104,8 @@ class MethodResult:
         lidar_recall: fraction of LiDAR-occupied voxels predicted occupied (all frames it ran on).
         lidar_free_agreement: fraction of LiDAR-free voxels predicted free.
         note: what was left out and why ("" when nothing).
+        per_query_chance: query text -> fraction of the pooled points that are relevant: the AP of a
+            random ranking, the level a method must beat.
     """
 
     method: str
@@ -119,6 +121,7 @@ class MethodResult:
     lidar_recall: float | None
     lidar_free_agreement: float | None
     note: str = ""
+    per_query_chance: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         """JSON-ready dict of the fields (NaN written as null), plus ``excluded_queries``: the queries
@@ -386,15 +389,16 @@ class OccupancyEvaluator:
                 self._seconds.append(float(prediction.seconds))
 
     # ---------------------------------------------------------------------------- result
-    def _retrieval(self, tally: _Tally) -> tuple[float, dict[str, float], int]:
+    def _retrieval(self, tally: _Tally) -> tuple[float, dict[str, float], int, dict[str, float]]:
         scores, labels = torch.cat(tally.scores), torch.cat(tally.labels)
         relevance = query_relevance(labels, self.queries)[1]
-        per_query = {}
+        per_query, chance = {}, {}
         for q, text in enumerate(self.queries):
+            chance[text] = float(relevance[q].double().mean()) if len(labels) else float("nan")
             per_query[text] = average_precision(scores[:, q], relevance[q]) if bool(relevance[q].any()) \
                 else float("nan")
         evaluated = [v for v in per_query.values() if not math.isnan(v)]
-        return (statistics.fmean(evaluated) if evaluated else float("nan")), per_query, len(labels)
+        return (statistics.fmean(evaluated) if evaluated else float("nan")), per_query, len(labels), chance
 
     def _method_result(self, name: str) -> MethodResult:
         tally = self._tallies[name]
@@ -404,10 +408,10 @@ class OccupancyEvaluator:
             miou = tally.semantic.miou(SEMANTIC_CLASSES)
             ious = tally.semantic.iou()
             per_class = {CLASS_NAMES[c]: float(ious[c]) for c in SEMANTIC_CLASSES}
-        retrieval = per_query = None
+        retrieval = per_query = chance = None
         points = 0
         if tally.scores:
-            retrieval, per_query, points = self._retrieval(tally)
+            retrieval, per_query, points, chance = self._retrieval(tally)
         notes = []
         if tally.frames == 0:
             notes.append("no frame with occupancy ground truth and teacher features" if name == "oracle"
@@ -420,7 +424,7 @@ class OccupancyEvaluator:
             notes.append("no frame with LiDAR labels: retrieval not computed")
         recall, free = tally.lidar_rates()
         return MethodResult(name, occupancy_iou, miou, per_class, retrieval, per_query, tally.frames,
-                            tally.voxel_frames, len(tally.scores), points, recall, free, "; ".join(notes))
+                            tally.voxel_frames, len(tally.scores), points, recall, free, "; ".join(notes), chance)
 
     def result(self) -> OccupancyEvaluation:
         """The metrics of every method over the frames added so far.

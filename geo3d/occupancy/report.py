@@ -56,8 +56,9 @@ def format_report(result: OccupancyEvaluation) -> str:
                                                     for n in names])]
     with_queries = [m for m in methods if m.per_query_ap is not None]
     if with_queries:
-        header = ["query", *(m.method for m in with_queries), "relevant classes"]
-        rows = [[q, *(_percent(m.per_query_ap[q]) for m in with_queries), ", ".join(names)]
+        chance = with_queries[0].per_query_chance or {}
+        header = ["query", *(m.method for m in with_queries), "chance", "relevant classes"]
+        rows = [[q, *(_percent(m.per_query_ap[q]) for m in with_queries), _percent(chance.get(q)), ", ".join(names)]
                 for q, names in result.queries.items()]
         lines += ["", "per-query AP (%)", *_table(header, rows, left=(0, len(header) - 1))]
     return "\n".join(lines)

@@ -277,7 +277,7 @@ def load_occupancy_net(path: str | Path, map_location: str | torch.device = "cpu
 
     checkpoint = load_checkpoint(path, map_location=map_location)
     if not isinstance(checkpoint.extra.get("net_config"), dict):
-        raise CheckpointError(f"{path}: not an occupancy checkpoint (no extra['net_config']; task "
+        raise CheckpointError(f"{path}: not an occupancy checkpoint (no net_config in its extra; task "
                               f"{checkpoint.extra.get('task')!r})")
     try:
         config = OccupancyNetConfig.from_dict(checkpoint.extra["net_config"])

@@ -29,15 +29,17 @@ class Toy:
     mode: Literal["fast", "exact"] = "fast"
     out: Path = Path("out")
     sizes: tuple[int, ...] = (1, 2)
+    corner: tuple[float, float, float] = (0.0, 0.0, 0.0)
     limit: int | None = None
     verbose: bool = False
     inner: Inner = field(default_factory=Inner)
 
 
 def test_from_dict_coerces_and_nests():
-    cfg = from_dict(Toy, {"scale": 2, "out": "x/y", "sizes": [4, 5, 6], "inner": {"size": 9}, "limit": None})
-    assert cfg == Toy(scale=2.0, out=Path("x/y"), sizes=(4, 5, 6), inner=Inner(size=9))
-    assert isinstance(cfg.scale, float)
+    cfg = from_dict(Toy, {"scale": 2, "out": "x/y", "sizes": [4, 5, 6], "inner": {"size": 9}, "limit": None,
+                          "corner": [-1, 2.5, 3]})
+    assert cfg == Toy(scale=2.0, out=Path("x/y"), sizes=(4, 5, 6), inner=Inner(size=9), corner=(-1.0, 2.5, 3.0))
+    assert isinstance(cfg.scale, float) and all(isinstance(v, float) for v in cfg.corner)
     assert from_dict(Toy, to_dict(cfg)) == cfg
 
 
@@ -49,6 +51,8 @@ def test_from_dict_coerces_and_nests():
         ({"mode": "slow"}, "mode: 'slow' is not one of"),
         ({"verbose": "yes"}, "verbose: expected true/false"),
         ({"limit": 1.5}, "limit: expected an integer"),
+        ({"corner": [1, 2]}, "corner: expected 3 values"),
+        ({"corner": [1, "a", 2]}, "corner: expected a number"),
         ({"inner": {"size": 1, "colour": 2}}, "inner: unknown key"),
         ([1, 2], "expected a mapping"),
     ],

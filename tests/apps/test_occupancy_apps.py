@@ -83,3 +83,35 @@ def test_train_bad_options(tmp_path, capsys):
     assert "--val-data" in capsys.readouterr().err
     assert main(["train", "occupancy", "--out", str(tmp_path / "r"), "--teacher", "dino"]) == 1
     assert "unknown teacher" in capsys.readouterr().err
+
+
+def test_the_shipped_checkpoint_loads_and_sees_the_lidar_geometry():
+    """assets/occupancy/occupancy.pt: an occupancy checkpoint with a calibrated threshold whose network
+    separates the voxels the LiDAR hits from those its rays cross on a held-out frame (its untrained
+    twin does not)."""
+    from geo3d.language.label_teacher import LabelTeacher
+    from geo3d.occupancy.network import OccupancyNet
+    from geo3d.occupancy.samples import make_sample
+    from geo3d.structures.capture import Capture
+    from geo3d.synthetic.classes import CLASS_NAMES
+    from geo3d.synthetic.generate import SynthConfig, make_scene, synthesize_frame
+    from geo3d_apps.eval_occupancy import SHIPPED_CHECKPOINT
+    from text_encoder_stub import HashEncoder
+
+    assert SHIPPED_CHECKPOINT.stat().st_size <= 20 * 2**20
+    net, checkpoint = load_occupancy_net(SHIPPED_CHECKPOINT)
+    assert checkpoint.extra["task"] == "train/occupancy" and checkpoint.extra["text_encoder"] == "minilm"
+    threshold = checkpoint.extra["threshold"]
+    config = SynthConfig(seed=9100, frames=1)
+    frame = synthesize_frame(make_scene(config), 0, config)
+    sample = make_sample(Capture([frame], metadata={"capture_id": "t"}), 0, config.grid_spec(),
+                         LabelTeacher(HashEncoder(dim=8), CLASS_NAMES), image_size=(224, 400))
+
+    def separation(model):  # P(occupied | LiDAR hit) - P(occupied | LiDAR free)
+        with torch.no_grad():
+            occupied = model(sample.images[None], sample.K[None], sample.cam2ego[None]).occupancy_logits[0] > threshold
+        return float(occupied[sample.occupancy_state == 1].float().mean() - occupied[sample.occupancy_state == 0]
+                     .float().mean())
+
+    assert separation(net) > 0.5
+    assert abs(separation(OccupancyNet(net.config).eval())) < 0.25  # the untrained twin cannot tell

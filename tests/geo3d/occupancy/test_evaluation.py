@@ -172,6 +172,7 @@ def test_retrieval_pools_points_across_frames():
         method = evaluator.result().methods[name]
         # pooled ranking: car 0.9, veg 0.8, car 0.3, veg 0.2 -> AP (1 + 2/3) / 2, not the per-frame mean 1
         assert method.per_query_ap["automobile"] == pytest.approx(pooled, abs=1e-6) and method.points == 4
+        assert method.per_query_chance == {"automobile": 0.5}  # 2 of the 4 pooled points are cars
         assert method.miou is None and method.occupancy_iou is None
 
 
