@@ -119,7 +119,8 @@ def bench_network(repeats: int) -> dict:
     batch = collate_samples([sample])
     step = median_seconds(lambda: trainer.train_step(batch), repeats)
     prediction = predict_frame(net, sample, threshold=threshold)
-    return {"checkpoint": "assets/occupancy/occupancy.pt", "threshold": threshold, "parameters": sum(p.numel() for p in net.parameters()), "cameras": 6, "image_size": [224, 400],
+    return {"checkpoint": "assets/occupancy/occupancy.pt", "threshold": threshold,
+            "parameters": sum(p.numel() for p in net.parameters()), "cameras": 6, "image_size": [224, 400],
             "lidar_points_scored": len(sample.distill_points_ego),
             "occupied_voxels_scored": int(prediction.occupied.sum()),
             "inference_per_frame_s": inference, "inference_budget_s": 1.0, "ratio_to_budget": inference / 1.0,
