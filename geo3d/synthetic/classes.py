@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from geo3d.structures.field import CLASS_PALETTE
+
 CLASS_NAMES: tuple[str, ...] = (
     "free",
     "barrier",
@@ -42,29 +44,8 @@ FREE = 0
 THING_CLASSES: tuple[str, ...] = CLASS_NAMES[1:11]
 """Countable objects (barrier .. truck): they get instance ids >= 1; the other classes get 0."""
 
-CLASS_PALETTE: np.ndarray = np.array(
-    [
-        [0, 0, 0],  # free
-        [255, 120, 50],  # barrier
-        [255, 192, 203],  # bicycle
-        [255, 255, 0],  # bus
-        [0, 150, 245],  # car
-        [0, 255, 255],  # construction_vehicle
-        [200, 180, 0],  # motorcycle
-        [255, 0, 0],  # pedestrian
-        [255, 240, 150],  # traffic_cone
-        [135, 60, 0],  # trailer
-        [160, 32, 240],  # truck
-        [255, 0, 255],  # driveable_surface
-        [139, 137, 137],  # other_flat
-        [75, 0, 75],  # sidewalk
-        [150, 240, 80],  # terrain
-        [230, 230, 250],  # manmade
-        [0, 175, 0],  # vegetation
-    ],
-    dtype=np.uint8,
-)
-"""``[17, 3]`` uint8 RGB display colour per class id (for visualisation only, not scene albedo)."""
+# CLASS_PALETTE, the display colour per class id, is defined with the field type (layer 1, which cannot
+# import this package) and re-exported here.
 
 
 def class_id(name: str) -> int:
