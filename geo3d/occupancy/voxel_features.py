@@ -15,6 +15,7 @@ from geo3d.occupancy.metrics import SEMANTIC_CLASSES, zero_shot_labels
 from geo3d.occupancy.targets import OccupancyError, check_finite_tensor
 from geo3d.points.neighbors import knn
 from geo3d.synthetic.occupancy import OccupancyGridSpec
+from geo3d.voxels.conversions import voxelize_points
 
 
 class PointVoxels(NamedTuple):
@@ -73,15 +74,15 @@ def voxelize_point_features(points_ego: torch.Tensor, features: torch.Tensor,
 
 
 def _voxelize(points: torch.Tensor, features: torch.Tensor, spec: OccupancyGridSpec) -> PointVoxels:
-    dims = torch.tensor(spec.shape)
-    index, inside = _voxel_index(points, spec)
-    index, kept = index[inside], features[inside].double()
-    flat = (index[:, 0] * dims[1] + index[:, 1]) * dims[2] + index[:, 2]
-    voxels, inverse, counts = torch.unique(flat, sorted=True, return_inverse=True, return_counts=True)
-    sums = torch.zeros(len(voxels), features.shape[1], dtype=torch.float64).index_add_(0, inverse, kept)
-    occupied = torch.zeros(int(dims.prod()), dtype=torch.bool)
-    occupied[voxels] = True  # sorted flat (x, y, z) indices = the row-major order of torch.nonzero
-    return PointVoxels(occupied.reshape(spec.shape), F.normalize(sums, dim=1, eps=1e-12).float(), counts)
+    # geo3d.voxels owns the scatter (same float64 floor, voxels sorted x-slowest = torch.nonzero order)
+    scattered = voxelize_points(points, spec.voxel_size, origin=spec.lower, shape=spec.shape,
+                                features=features.double(), reduce="mean")
+    index = scattered.grid.indices
+    occupied = torch.zeros(spec.shape, dtype=torch.bool)
+    occupied[index[:, 0], index[:, 1], index[:, 2]] = True
+    rows = scattered.voxel_of_point
+    counts = torch.bincount(rows[rows >= 0], minlength=len(index))
+    return PointVoxels(occupied, F.normalize(scattered.grid.values, dim=1, eps=1e-12).float(), counts)
 
 
 def nearest_point_features(voxel_mask: torch.Tensor, points_ego: torch.Tensor, features: torch.Tensor,
