@@ -52,6 +52,8 @@ COMMANDS: tuple[Command, ...] = (
              "PointNetConfig", "run_pointnet"),
     )),
     Command("info", "info", "Detect a capture's format and summarise its frames, cameras and LiDAR."),
+    Command("query", "query", "Ask a field with text: relevant voxels, objects found and their 3D boxes."),
+    Command("reconstruct", "reconstruct", "Reconstruct a capture into an open-vocabulary 3D field (fusion, pop3d)."),
     Command("synth", "synth", "Generate a synthetic multi-camera + LiDAR capture with full ground truth."),
     Command("train", "train", "Train a model (resumable; checkpoints and metrics in --out).", tasks=(
         Task("bev", "OccFeat: fine-tune a BEV segmentation head with few labels, with or without pre-training.",
@@ -63,6 +65,8 @@ COMMANDS: tuple[Command, ...] = (
         Task("sdf", "Fit a neural SDF to a watertight mesh; write its mesh, metrics and a preview picture.",
              "SDFConfig", "run_sdf", module="train_sdf"),
     )),
+    Command("view", "view", "Show a field in an Open3D window (or --screenshot PNG headless), coloured by RGB, "
+                            "class or a text query's relevance."),
 )
 
 

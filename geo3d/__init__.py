@@ -12,13 +12,15 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _SUBPACKAGES = (
-    "cameras", "errors", "geometry", "io", "language", "models", "nn", "occupancy", "points", "sdf", "structures",
+    "cameras", "errors", "fields", "geometry", "io", "language", "models", "nn", "occupancy", "points", "sdf",
+    "structures",
     "synthetic", "training", "utils", "voxels",
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from geo3d import (  # noqa: F401
-        cameras, errors, geometry, io, language, models, nn, occupancy, points, sdf, structures, synthetic, training,
+        cameras, errors, fields, geometry, io, language, models, nn, occupancy, points, sdf, structures, synthetic,
+        training,
         utils, voxels,
     )
 

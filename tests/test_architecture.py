@@ -18,7 +18,7 @@ LAYERS = {
     "cameras": 2, "points": 2, "render": 2, "nn": 2, "sdf": 2, "voxels": 2,
     "io": 3,
     "synthetic": 4,
-    "language": 5, "occupancy": 5, "nerf": 5, "splat": 5, "models": 5, "training": 5,
+    "fields": 5, "language": 5, "occupancy": 5, "nerf": 5, "splat": 5, "models": 5, "training": 5,
 }  # fmt: skip
 HEAVY = {"open3d", "gsplat", "nerfacc", "pytorch3d", "open_clip", "transformers"}
 

@@ -202,7 +202,8 @@ def read_nuscenes_info(path: str | Path, data_root: str | Path | None = None, sa
     component is None where nuScenes has NaN).
 
     Args:
-        path: the ``.pkl`` file. Only read trusted files (see the module docstring).
+        path: the ``.pkl`` file, or a folder holding exactly one. Only read trusted files (see the module
+            docstring).
         data_root: folder the file names are relative to; default: the pickle's folder.
         sample_index: read only ``data_list[sample_index]``; default: all entries.
         world: ``"global"`` (nuScenes map frame) or ``"ego"`` (ego frame of the first frame read).
@@ -213,6 +214,11 @@ def read_nuscenes_info(path: str | Path, data_root: str | Path | None = None, sa
     """
     _check_world(world)
     path = Path(path)
+    if path.is_dir():
+        found = _info_pickles(path)
+        if len(found) != 1:
+            raise CaptureError(f"{path}: expected exactly one nuScenes info pickle in the folder, found {len(found)}")
+        path = found[0]
     root = Path(data_root) if data_root is not None else path.parent
     info = _load_pickle(path)
     if not isinstance(info, dict) or not isinstance(info.get("data_list"), list):
@@ -524,13 +530,23 @@ def _table_frame(index: int, sample: dict, data_rows: list[dict], tables: _Table
 # Format detection
 
 
+def _info_pickles(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".pkl", ".pickle") and sniff_nuscenes_info(p))
+
+
 def sniff_nuscenes_info(path: str | Path) -> bool:
-    """True for a ``.pkl``/``.pickle`` file that looks like an mmdetection3d info pickle.
+    """True for a ``.pkl``/``.pickle`` file that looks like an mmdetection3d info pickle, or a folder
+    holding exactly one such file (next to its images and LiDAR files).
 
     Cheap and safe: scans the first MiB of bytes for the keys ``data_list``, ``images`` and
     ``lidar_points`` instead of unpickling.
     """
     path = Path(path)
+    if path.is_dir():
+        try:
+            return len(_info_pickles(path)) == 1
+        except OSError:
+            return False
     if path.suffix.lower() not in (".pkl", ".pickle") or not path.is_file():
         return False
     try:

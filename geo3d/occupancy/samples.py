@@ -261,7 +261,8 @@ def select_views(uv: Tensor, depth: Tensor, sizes: Sequence[tuple[int, int]], mi
 # ------------------------------------------------------------------------------------------- sample
 
 
-def _resize(image: np.ndarray, size: tuple[int, int]) -> Tensor:
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> Tensor:
+    """``[H, W, 3+]`` uint8 image -> ``[3, h, w]`` float32 in [0, 1] at ``size = (h, w)`` (antialiased bilinear)."""
     # np.array copies: sources may hold read-only arrays
     pixels = torch.from_numpy(np.array(image[..., :3])).permute(2, 0, 1).float().div_(255.0)
     if tuple(pixels.shape[1:]) == size:
@@ -414,7 +415,7 @@ def make_sample(capture: Capture, frame_index: int, grid_spec: OccupancyGridSpec
                                         "cam2world") for cam in cameras])
 
     # network inputs
-    images = torch.stack([_resize(cam.load_image_uint8(), image_size) for cam in cameras])
+    images = torch.stack([resize_image(cam.load_image_uint8(), image_size) for cam in cameras])
     K_net = torch.stack([scale_intrinsics(torch.from_numpy(K), size, image_size) for K, size in zip(Ks, sizes)])
     cam2ego = torch.from_numpy(world2ego @ cam2world)
 

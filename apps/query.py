@@ -1,0 +1,125 @@
+"""``geo3d query FIELD "text" ["more text" ...]``: which voxels of a field answer each text, grouped into
+objects with 3D boxes; printed for people, or as JSON (``--json``); ``--export`` writes PLYs coloured
+by relevance. ``--vocabulary a,b,c`` switches to a softmax over that vocabulary (zero-shot
+segmentation; without queries it prints the segmentation). Scoring rules: geo3d/fields/query.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+
+@dataclass
+class Config:
+    """Query an open-vocabulary field with free text: relevant voxels, objects and their 3D boxes."""
+
+    field: tyro.conf.Positional[Path]
+    """Field file written by 'geo3d reconstruct' (.npz)."""
+    queries: tyro.conf.Positional[tuple[str, ...]] = ()
+    """Text queries, e.g. "parked truck" greenery (quote multi-word queries)."""
+    top_k: int = 5
+    """Objects listed per query (the JSON lists them too)."""
+    threshold: float | None = None
+    """Score a voxel needs: relevancy default 0.5 (closer to the query than to every canonical negative);
+    softmax default 0 (the query is the voxel's most probable class)."""
+    vocabulary: str | None = None
+    """Comma-separated class phrases: softmax over them (queries join the vocabulary) instead of relevancy."""
+    export: Path | None = None
+    """Write the field's voxels coloured by relevance to this PLY (one file per query: NAME.<query>.ply)."""
+    cubes: bool = False
+    """--export voxel cubes instead of points."""
+    json: bool = False
+    """Print the results as JSON (stdout) instead of text."""
+    text_encoder: str | None = None
+    """Text encoder spec; default the one recorded in the field (it must give the field's space)."""
+    occupancy_threshold: float = 0.5
+    """Occupancy probability a voxel needs to be considered."""
+    connectivity: int = 26
+    """Voxel adjacency of the objects: 6, 18 or 26."""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "query"
+
+
+def export_paths(export: Path, texts: list[str]) -> list[Path]:
+    """One PLY path per query: ``export`` itself for one query, ``stem.<slug>.ply`` for several."""
+    if len(texts) == 1:
+        return [export]
+    return [export.with_name(f"{export.stem}.{_slug(t)}{export.suffix}") for t in texts]
+
+
+def open_query(config: Config):
+    """``(field, FieldQuery)`` of a command line (loads the field and its text encoder)."""
+    from geo3d.fields.query import FieldQuery
+    from geo3d.language.text import get_text_encoder
+    from geo3d.structures.field import OpenVocabField
+
+    field = OpenVocabField.load(config.field)
+    spec = config.text_encoder or field.metadata.get("text_encoder") or "minilm"
+    encoder = get_text_encoder(spec)
+    vocabulary = None
+    if config.vocabulary is not None:
+        vocabulary = [v.strip() for v in config.vocabulary.split(",")]
+    mode = "softmax" if vocabulary is not None else "relevancy"
+    query = FieldQuery(field, encoder, mode=mode, vocabulary=vocabulary, threshold=config.threshold,
+                       occupancy_threshold=config.occupancy_threshold, connectivity=config.connectivity)
+    return field, query
+
+
+def run(config: Config) -> int:
+    import numpy as np
+
+    from geo3d.fields.query import format_results
+    from geo3d.structures.field import FieldError, class_colors
+
+    texts = list(config.queries)
+    if not texts and config.vocabulary is None:
+        raise FieldError("give at least one query (geo3d query FIELD \"text\"), or --vocabulary a,b,c to segment")
+    if config.top_k < 1:
+        raise FieldError(f"--top-k must be >= 1, got {config.top_k}")
+    if config.export is not None and Path(config.export).suffix.lower() != ".ply":
+        raise FieldError(f"--export must end in .ply, got {str(config.export)!r}")
+    if any(not t.strip() for t in texts):
+        raise FieldError("a query is empty: give some text")
+    field, query = open_query(config)
+    results = query(texts) if texts else []
+    output: dict = {"field": str(config.field), "mode": query.mode, "threshold": query.threshold,
+                    "queries": [r.to_dict(config.top_k) for r in results],
+                    "encode_seconds": round(query.last_encode_seconds, 5)}
+    segmentation = None
+    if query.mode == "softmax":
+        labels, _ = query.segment()
+        counts = np.bincount(labels[labels >= 0], minlength=len(query.vocabulary))
+        segmentation = {name: int(n) for name, n in zip(query.vocabulary, counts)}
+        output["segmentation_voxels"] = segmentation
+    mode = "cubes" if config.cubes else "points"
+    if config.export is not None:
+        if results:
+            for result, path in zip(results, export_paths(Path(config.export), texts)):
+                relevance = np.nan_to_num(result.scores, nan=0.0)
+                field.export_ply(path, mode=mode, color_by="relevance", relevance=relevance,
+                                 threshold=query.occupancy_threshold)
+        else:  # segmentation: colour by vocabulary class (palette colours 1..C)
+            labelled = field.__class__(field.origin, field.voxel_size, field.frame, field.occupancy, field.indices,
+                                       field.features, field.space, field.colors, np.clip(labels + 1, 0, None),
+                                       field.metadata)
+            labelled.export_ply(config.export, mode=mode, color_by="class", threshold=query.occupancy_threshold)
+        output["exported"] = [str(p) for p in export_paths(Path(config.export), texts or ["segmentation"])]
+    if config.json:
+        print(json.dumps(output, indent=2))
+        return 0
+    if results:
+        print(format_results(results, config.top_k))
+    if segmentation is not None:
+        palette = class_colors(np.arange(1, len(query.vocabulary) + 1))
+        print("zero-shot segmentation (voxels per class): " + ", ".join(
+            f"{name} {n:,} (#{r:02x}{g:02x}{b:02x})" for (name, n), (r, g, b) in zip(segmentation.items(), palette)))
+    if config.export is not None:
+        print("wrote " + ", ".join(output["exported"]))
+    return 0

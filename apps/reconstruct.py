@@ -1,0 +1,193 @@
+"""``geo3d reconstruct [CAPTURE] --method M --out FIELD``: a capture -> an open-vocabulary field.
+
+Without CAPTURE the built-in synthetic street scene (``--seed``) is rendered in memory. Methods come
+from :mod:`geo3d.fields.methods` (``fusion``, ``pop3d``; NeRF and splatting register there too); each
+method takes the options below that it knows (``--geometry`` is fusion's, ``--checkpoint`` pop3d's).
+The field is written atomically; a summary (time, voxels, peak memory) ends the run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import tyro
+
+CLIP_HELP = ("real images need a dense vision-language teacher: on a machine with internet, save a CLIP "
+             "ViT-B/16 checkpoint in transformers format (e.g. `CLIPModel.from_pretrained("
+             "'openai/clip-vit-base-patch16').save_pretrained(DIR)` plus its processor/tokenizer files), copy "
+             "DIR here and pass --teacher maskclip:DIR --text-encoder clip:DIR (docs/language.md)")
+
+
+@dataclass
+class Config:
+    """Reconstruct a capture (or the built-in synthetic scene) into an open-vocabulary 3D field."""
+
+    capture: tyro.conf.Positional[Path | None] = None
+    """Capture to read (any format geo3d reads); none: the built-in synthetic scene of --seed."""
+    method: str = "fusion"
+    """Reconstruction method: fusion | pop3d (see 'geo3d reconstruct --help' and docs/apps.md)."""
+    out: Path = Path("out/field.npz")
+    """Field file to write (.npz, atomically)."""
+    overwrite: bool = False
+    """Replace an existing --out file."""
+    frame: int = 0
+    """Reference frame: the field lives in its ego frame."""
+    seed: int = 0
+    """Built-in synthetic scene: its seed."""
+    text_encoder: str = "minilm"
+    """Text encoder of the features' space: minilm (offline default) | clip:DIR (pop3d: the checkpoint's)."""
+    teacher: str = "auto"
+    """fusion: dense teacher, auto (synthetic label stand-in when the cameras have label images) | label |
+    maskclip:DIR (MaskCLIP from a local transformers CLIP checkpoint)."""
+    checkpoint: Path | None = None
+    """pop3d: network checkpoint; default the shipped assets/occupancy/occupancy.pt."""
+    geometry: str = "auto"
+    """fusion: where points come from, auto | lidar | depth."""
+    fuse_frames: tuple[int, ...] = ()
+    """fusion: frames fused into the reference frame (default: the reference frame alone)."""
+    lower: tuple[float, float, float] = (-40.0, -40.0, -1.0)
+    """fusion: grid min corner, metres, ego frame."""
+    upper: tuple[float, float, float] = (40.0, 40.0, 5.4)
+    """fusion: grid max corner, metres, ego frame."""
+    voxel_size: float = 0.4
+    """fusion: voxel edge, metres."""
+    threshold: float | None = None
+    """pop3d: occupancy-logit threshold; default the checkpoint's calibrated one."""
+    features_on: str = "visible"
+    """pop3d: voxels that get features, visible | surface | all."""
+    feature_dtype: str = "float16"
+    """Stored feature precision, float16 | float32."""
+    device: str = "cpu"
+    """Torch device of the computation."""
+    ply: Path | None = None
+    """Also export the field's occupied feature voxels as a point PLY coloured by RGB."""
+    summary_json: Path | None = None
+    """Also write the run summary as JSON."""
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def load_capture(config: Config):
+    """The capture of ``config.capture`` or the built-in synthetic scene (one frame, seed ``config.seed``)."""
+    from geo3d.structures.field import FieldError
+
+    if config.capture is None:
+        from geo3d.synthetic.generate import SynthConfig, generate_capture
+
+        _log(f"rendering the built-in synthetic street scene (seed {config.seed}): 6 cameras, 32-beam LiDAR")
+        return generate_capture(SynthConfig(seed=config.seed, frames=1))
+    from geo3d.io import read_capture
+
+    if not Path(config.capture).exists():
+        raise FieldError(f"capture {config.capture} does not exist")
+    return read_capture(config.capture)
+
+
+def make_resources(config: Config, capture):
+    """The :class:`~geo3d.fields.methods.Resources` of a run: text encoder, teacher (fusion), checkpoint."""
+    from geo3d.fields.inputs import frame_at
+    from geo3d.fields.methods import Resources
+    from geo3d.structures.field import FieldError
+    from geo3d_apps.eval_occupancy import SHIPPED_CHECKPOINT
+    from geo3d_apps.occupancy_data import make_teacher, text_encoder
+
+    encoder = text_encoder(config.text_encoder)
+    teacher = None
+    if config.method == "fusion":
+        spec = config.teacher
+        if spec in ("auto", "label"):
+            frame = frame_at(capture, config.frame)
+            if any(cam.semantic is None for cam in frame.cameras.values()):
+                raise FieldError(f"teacher {spec!r}: the cameras of frame {config.frame} have no label images "
+                                 f"(the synthetic stand-in teacher needs them); {CLIP_HELP}")
+            spec = "label"
+        try:
+            teacher = make_teacher(spec, encoder)
+        except ValueError as error:
+            raise FieldError(str(error)) from None
+    checkpoint = (config.checkpoint or SHIPPED_CHECKPOINT) if config.method == "pop3d" else None
+    return Resources(text_encoder=encoder, text_encoder_spec=config.text_encoder, teacher=teacher,
+                     checkpoint=checkpoint, device=config.device)
+
+
+def method_options(method_cls, config: Config):
+    """The method's ``Options`` from the command's options of the same names."""
+    names = {f.name for f in fields(method_cls.Options)}
+    return method_cls.Options(**{name: getattr(config, name) for name in names if hasattr(config, name)})
+
+
+def _peak_memory_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
+
+
+def reconstruct(config: Config, capture=None):
+    """Run the method of ``config`` on ``capture`` (loaded from ``config`` when None): ``(field, summary dict)``."""
+    from tqdm import tqdm
+
+    from geo3d.fields.methods import get_method
+
+    method_cls = get_method(config.method)  # unknown method: a clear error before any work
+    start = time.perf_counter()
+    capture = load_capture(config) if capture is None else capture
+    loaded = time.perf_counter()
+    method = method_cls(method_options(method_cls, config), make_resources(config, capture))
+    bars: dict[str, Any] = {}
+
+    def progress(step: str, done: int, total: int) -> None:
+        bar = bars.get(step)
+        if bar is None:
+            bar = bars[step] = tqdm(total=total, desc=step, unit="step", file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+
+    _log(f"reconstructing frame {config.frame} with method {config.method!r}")
+    field = method.reconstruct(capture, config.frame, progress=progress)
+    for bar in bars.values():
+        bar.close()
+    done = time.perf_counter()
+    summary = {
+        "method": config.method, "capture": str(config.capture) if config.capture else f"synthetic seed {config.seed}",
+        "frame": config.frame, "grid": list(field.shape), "voxel_size_m": field.voxel_size.tolist(),
+        "occupied_voxels": field.num_occupied(), "feature_voxels": field.num_features,
+        "feature_dim": field.feature_dim, "space": field.space,
+        "seconds": {"load": round(loaded - start, 3), "reconstruct": round(done - loaded, 3),
+                    "total": round(done - start, 3)},
+        "peak_memory_mb": round(_peak_memory_mb(), 1),
+    }
+    return field, summary
+
+
+def run(config: Config) -> int:
+    from geo3d.structures.field import FieldError
+    from geo3d.utils import atomic_write_text
+
+    out = Path(config.out)
+    if out.suffix != ".npz":
+        raise FieldError(f"--out must end in .npz, got {str(out)!r}")
+    if out.exists() and not config.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    if config.ply is not None and Path(config.ply).suffix.lower() != ".ply":
+        raise FieldError(f"--ply must end in .ply, got {str(config.ply)!r}")
+    field, summary = reconstruct(config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    field.save(out)
+    summary["file"] = str(out)
+    summary["file_mb"] = round(out.stat().st_size / 1e6, 2)
+    if config.ply is not None:
+        field.export_ply(config.ply, color_by="rgb" if field.colors is not None else "class")
+        summary["ply"] = str(config.ply)
+    if config.summary_json is not None:
+        atomic_write_text(config.summary_json, json.dumps(summary, indent=2))
+    seconds = summary["seconds"]
+    print(f"{out}: {summary['occupied_voxels']:,} occupied voxels, {summary['feature_voxels']:,} with {field.feature_dim}-d "
+          f"features ({field.space}); {summary['file_mb']} MB; reconstruct {seconds['reconstruct']:.1f} s, total "
+          f"{seconds['total']:.1f} s; peak memory {summary['peak_memory_mb']:.0f} MB")
+    return 0
