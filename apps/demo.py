@@ -1,48 +1,51 @@
 """``geo3d demo``: the main job, end to end, on the built-in synthetic capture.
 
-Today's path (it grows as the occupancy, NeRF and splatting pieces land):
-
-1. build a procedural street scene from a seed and render it with a six-camera surround rig and a
-   32-beam LiDAR (RGB, depth, semantic and instance ground truth, semantic occupancy);
-2. write the capture in geo3d's format (atomically) and read it back with format detection;
-3. summarise it as ``geo3d info`` does (LiDAR points inside each camera image);
-4. check the sensors against each other: LiDAR points z-buffered into every camera vs the rendered
-   depth;
-5. fuse all camera depth maps into one labelled, coloured world point cloud on a voxel grid and
-   compare it with the LiDAR (distance and label agreement), then export it as PLY.
-
-Outputs (under ``--out``): ``capture/`` (geo3d capture), ``fused_rgb.ply``, ``fused_semantic.ply``,
-``summary.json``.
+1. render a procedural street scene from a fixed seed with a six-camera surround rig and a 32-beam
+   LiDAR (RGB, depth, labels, Occ3D-style occupancy ground truth);
+2. write it as a geo3d capture (atomically) and read it back with format detection;
+3. reconstruct it into open-vocabulary fields with each method of ``--methods`` (default ``fusion``
+   and ``pop3d``);
+4. ask every field the text queries (in-vocabulary words and words outside the class vocabulary such
+   as "vehicle" and "greenery") and score the answers against the ground truth: IoU of the retrieved
+   voxels with the voxels of the classes a query stands for (:data:`geo3d.occupancy.metrics.QUERY_SET`),
+   over the camera-visible voxels; the method with the best mean IoU is the demo's answer;
+5. write the fields, PLY exports and Open3D screenshots of the best one, and a markdown report that
+   embeds the pictures (``report.md``) with ``summary.json``.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+DEFAULT_QUERIES = ("car", "vehicle", "greenery", "road", "building", "person")
+
 
 @dataclass
 class Config:
-    """Render the built-in synthetic capture, write and re-read it, check the sensors against each
-    other, fuse the depth maps into a labelled point cloud and export it."""
+    """Render the built-in synthetic capture, reconstruct it into open-vocabulary fields, query them
+    with text, score the answers against the ground truth and write a report with pictures."""
 
     out: Path = Path("out/demo")
-    """Output folder (replaced if it exists)."""
+    """Output folder (files in it are replaced)."""
     seed: int = 0
     """Scene seed: the same seed gives the same scene, images and points."""
-    frames: int = 2
-    """Frames of the drive (0.5 s apart, the ego at 6 m/s)."""
     width: int = 400
     """Camera image width in pixels."""
     height: int = 225
     """Camera image height in pixels."""
-    voxel_size_m: float = 0.2
-    """Voxel edge of the fused point cloud, metres."""
-    max_range_m: float = 40.0
-    """Camera depths beyond this are not fused, metres."""
+    methods: tuple[str, ...] = ("fusion", "pop3d")
+    """Reconstruction methods to run and compare (geo3d reconstruct --method)."""
+    queries: tuple[str, ...] = DEFAULT_QUERIES
+    """Text queries; those in geo3d.occupancy.metrics.QUERY_SET (or class names) are scored."""
+    geometry: str = "depth"
+    """fusion's geometry: depth (the synthetic cameras have depth maps), lidar or auto."""
+    picture_width: int = 960
+    """Screenshot width in pixels (height 3/4 of it)."""
 
 
 def _step(index: int, total: int, text: str) -> float:
@@ -50,172 +53,212 @@ def _step(index: int, total: int, text: str) -> float:
     return time.perf_counter()
 
 
-def voxel_fuse(points, colors, labels, voxel_size_m: float):
-    """Average points and colours per voxel and take the most frequent label.
+def _relevant_classes(query: str) -> tuple[str, ...] | None:
+    from geo3d.occupancy.metrics import QUERY_SET
+    from geo3d.synthetic.classes import CLASS_NAMES
 
-    Args:
-        points: ``[N, 3]`` float64 world points (metres); colors: ``[N, 3]`` uint8; labels: ``[N]`` int.
-
-    Returns:
-        ``(points [M, 3], colors [M, 3] uint8, labels [M], counts [M])``, one row per occupied voxel.
-    """
-    import numpy as np
-
-    keys = np.floor(points / voxel_size_m).astype(np.int64)
-    _, voxel, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-    voxel = voxel.reshape(-1)
-    n_vox = counts.shape[0]
-    mean_points = np.stack([np.bincount(voxel, points[:, i], n_vox) for i in range(3)], 1) / counts[:, None]
-    mean_colors = np.stack([np.bincount(voxel, colors[:, i].astype(np.float64), n_vox) for i in range(3)], 1)
-    mean_colors = np.clip(np.round(mean_colors / counts[:, None]), 0, 255).astype(np.uint8)
-    n_labels = int(labels.max()) + 1
-    votes = np.bincount(voxel * n_labels + labels, minlength=n_vox * n_labels).reshape(n_vox, n_labels)
-    return mean_points, mean_colors, votes.argmax(1), counts
+    if query in QUERY_SET:
+        return tuple(QUERY_SET[query])
+    name = query.replace(" ", "_")
+    return (name,) if name in CLASS_NAMES[1:] else None
 
 
-def _export_ply(path: Path, points, colors) -> None:
-    import trimesh
+def score_queries(field, encoder, queries, gt, visible) -> tuple[list, dict[str, Any]]:
+    """``(QueryResults, {query: scores dict or None})`` of one field (IoU over the visible voxels)."""
+    from geo3d.fields.query import FieldQuery
+    from geo3d.fields.scoring import query_voxel_scores
+    from geo3d.synthetic.classes import CLASS_IDS
 
-    from geo3d.utils import atomic_write_bytes
-
-    cloud = trimesh.PointCloud(vertices=points, colors=colors)
-    atomic_write_bytes(path, cloud.export(file_type="ply"))
-
-
-def _sensor_agreement(capture) -> dict[str, Any]:
-    """LiDAR points z-buffered into each camera vs the camera's own depth map."""
-    import numpy as np
-    import torch
-
-    from geo3d.cameras import PinholeCameras
-
-    diffs = []
-    for frame in capture.frames:
-        if not frame.lidar:
-            continue
-        points = torch.as_tensor(np.concatenate([s.points_world() for s in frame.lidar.values()]))
-        cams = PinholeCameras.from_camera_frames(list(frame.cameras.values()), dtype=torch.float64)
-        lidar_depth = cams.points_to_depth(points).numpy()
-        camera_depth = np.stack([c.load_depth() for c in frame.cameras.values()])
-        both = (lidar_depth > 0) & (camera_depth > 0)
-        diffs.append(np.abs(lidar_depth[both] - camera_depth[both]) / camera_depth[both])
-    rel = np.concatenate(diffs) if diffs else np.zeros(0)
-    if rel.size == 0:
-        return {"pixels_compared": 0}
-    # A LiDAR point lands on the nearest pixel centre but is anywhere inside that pixel: on ground
-    # seen at a grazing angle the depth changes by metres across one pixel, so compare relatively.
-    return {
-        "pixels_compared": int(rel.size),
-        "median_rel_diff": float(np.median(rel)),
-        "within_1pct": float(np.mean(rel < 0.01)),
-    }
+    results = FieldQuery(field, encoder)(list(queries))
+    scores = {}
+    for result in results:
+        classes = _relevant_classes(result.text)
+        scores[result.text] = None if classes is None or gt is None else query_voxel_scores(
+            field, result.selected, gt, [CLASS_IDS[c] for c in classes], visible).to_dict()
+    return results, scores
 
 
-def _fuse(capture, voxel_size_m: float, max_range_m: float):
-    import numpy as np
-    import torch
-    from tqdm import tqdm
+def _mean_iou(scores: dict[str, Any]) -> float:
+    import math
 
-    from geo3d.cameras import PinholeCameras, valid_depth_points
-
-    all_points, all_colors, all_labels = [], [], []
-    for frame in tqdm(capture.frames, desc="fusing depth maps", unit="frame", leave=False):
-        cams_list = list(frame.cameras.values())
-        cams = PinholeCameras.from_camera_frames(cams_list, dtype=torch.float64)
-        depth = torch.as_tensor(np.stack([c.load_depth() for c in cams_list]).astype(np.float64))
-        depth[depth > max_range_m] = 0.0
-        gathered = valid_depth_points(depth, cams.K, cams.cam2world)
-        cam_idx, cols, rows = (t.numpy() for t in (gathered.camera_index, *gathered.pixels.unbind(-1)))
-        images = np.stack([c.load_image_uint8()[..., :3] for c in cams_list])
-        labels = np.stack([c.load_semantic() for c in cams_list])
-        all_points.append(gathered.points_world.numpy())
-        all_colors.append(images[cam_idx, rows, cols])
-        all_labels.append(labels[cam_idx, rows, cols])
-    return voxel_fuse(np.concatenate(all_points), np.concatenate(all_colors), np.concatenate(all_labels), voxel_size_m)
+    values = [s["iou"] for s in scores.values() if s is not None and s["iou"] is not None]
+    return sum(values) / len(values) if values else math.nan
 
 
-def _lidar_vs_fused(capture, fused_points, fused_labels, max_range_m: float) -> dict[str, Any]:
-    import numpy as np
-    from scipy.spatial import cKDTree
+def _picture(path: Path, field, size: tuple[int, int], *, color_by: str, preset: str, result=None) -> Path:
+    from geo3d.fields.view import field_colors, legend_image, render_field, save_screenshot
 
-    points, labels = [], []
-    for frame in capture.frames:
-        for sweep in frame.lidar.values():
-            world = sweep.points_world()
-            near = np.linalg.norm(sweep.load_points()[:, :3], axis=1) < max_range_m
-            points.append(world[near])
-            labels.append(sweep.load_labels("semantic")[near])
-    if not points:
-        return {}
-    points, labels = np.concatenate(points), np.concatenate(labels)
-    dist, nearest = cKDTree(fused_points).query(points, workers=-1)
-    return {
-        "lidar_points": int(len(points)),
-        "median_distance_to_fused_m": float(np.median(dist)),
-        "p90_distance_to_fused_m": float(np.percentile(dist, 90)),
-        "label_agreement": float(np.mean(fused_labels[nearest] == labels)),
-    }
+    colors = field_colors(field, color_by, relevance=None if result is None else result.scores,
+                          selected=None if result is None else result.selected)
+    image = render_field(field, colors=colors, preset=preset, size=size)
+    label = None if result is None else f'relevance to "{result.text}"'
+    return save_screenshot(path, image, legend_image(field, colors, size[1], label=label))
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "query"
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}"
+
+
+def write_report(path: Path, summary: dict[str, Any], pictures: dict[str, str]) -> None:
+    """``report.md``: scene, methods, the per-query IoU table, the best field's pictures."""
+    from geo3d.utils import atomic_write_text
+
+    methods, queries, best = summary["methods"], summary["queries"], summary["best_method"]
+    lines = [
+        "# geo3d demo report", "",
+        f"Built-in synthetic street scene, seed {summary['config']['seed']}: six cameras at "
+        f"{summary['config']['width']}x{summary['config']['height']}, a 32-beam LiDAR, Occ3D-style ground truth "
+        "(200 x 200 x 16 voxels of 0.4 m around the ego car, x forward, y left). Each method turned the frame "
+        "into an open-vocabulary field; each text query selects the voxels whose feature is closer to it "
+        "than to every canonical negative phrase (LERF relevancy >= 0.5). Scores: IoU (%) of the retrieved "
+        "voxels with the ground-truth voxels of the classes the query stands for, over the camera-visible "
+        "voxels.", "",
+        "| query | relevant classes | " + " | ".join(f"{m} IoU" for m in methods) + " |",
+        "|---|---|" + "---|" * len(methods),
+    ]
+    for query in queries:
+        classes = _relevant_classes(query)
+        cells = []
+        for m in methods:
+            s = methods[m]["queries"][query]["scores"]
+            cells.append("n/a" if s is None else _fmt(s["iou"]))
+        lines.append(f"| {query} | {', '.join(classes) if classes else '(not scored)'} | " + " | ".join(cells) + " |")
+    lines.append("| **mean** | | " + " | ".join(f"**{_fmt(methods[m]['mean_iou'])}**" for m in methods) + " |")
+    lines += ["", "| method | reconstruct (s) | occupied voxels | feature voxels | field file (MB) |",
+              "|---|---|---|---|---|"]
+    for m, info in methods.items():
+        lines.append(f"| {m} | {info['reconstruct_s']:.1f} | {info['occupied_voxels']:,} | "
+                     f"{info['feature_voxels']:,} | {info['file_mb']:.1f} |")
+    lines += ["", f"Best method on this scene: **{best}** (highest mean IoU). Its field: `{best}.field.npz` "
+              f"(`geo3d query {best}.field.npz \"parked truck\"`, `geo3d view {best}.field.npz`).", ""]
+    for title, file in pictures.items():
+        lines += [f"### {title}", "", f"![{title}]({file})", ""]
+    lines += [f"Total time {summary['timings_s']['total']:.0f} s; peak memory {summary['peak_memory_mb']:.0f} MB.", ""]
+    atomic_write_text(path, "\n".join(lines))
 
 
 def run(config: Config) -> int:
-    import numpy as np
+    import resource
 
+    from geo3d.fields.methods import Resources, get_method
     from geo3d.io import read_capture, write_capture
-    from geo3d.synthetic import CLASS_NAMES, colorize_labels
     from geo3d.synthetic.generate import SynthConfig, generate_capture
     from geo3d.utils import atomic_write_text
+    from geo3d_apps.occupancy_data import make_teacher, text_encoder
+    from geo3d_apps.eval_occupancy import SHIPPED_CHECKPOINT
     from geo3d_apps.info import format_summary, summarize_capture
+    from geo3d_apps.reconstruct import method_options
 
-    if config.frames < 1 or config.width < 8 or config.height < 8 or config.voxel_size_m <= 0:
-        raise ValueError("frames must be >= 1, width/height >= 8 and voxel_size_m > 0")
+    if config.width < 32 or config.height < 32:
+        raise ValueError("width and height must be >= 32 pixels")
+    if not config.methods:
+        raise ValueError("give at least one method (--methods fusion pop3d)")
+    if not config.queries or any(not q.strip() for q in config.queries):
+        raise ValueError("give non-empty --queries")
+    method_classes = {name: get_method(name) for name in config.methods}  # unknown names fail here
     total, timings = 5, {}
+    start = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    t = _step(1, total, f"rendering the built-in street scene (seed {config.seed}): {config.frames} frame(s), "
-                        f"6 cameras at {config.width}x{config.height}, 32-beam LiDAR")  # fmt: skip
-    capture = generate_capture(SynthConfig(seed=config.seed, frames=config.frames, width=config.width,
-                                           height=config.height))
+    t = _step(1, total, f"rendering the built-in street scene (seed {config.seed}): 6 cameras at "
+                        f"{config.width}x{config.height}, 32-beam LiDAR")  # fmt: skip
+    capture = generate_capture(SynthConfig(seed=config.seed, frames=1, width=config.width, height=config.height))
     timings["render_s"] = time.perf_counter() - t
 
     t = _step(2, total, f"writing the capture to {out / 'capture'} and reading it back")
     write_capture(capture, out / "capture", overwrite=True)
     capture = read_capture(out / "capture")
+    info = summarize_capture(capture)
+    print(format_summary(info))
+    occupancy = capture.frames[0].occupancy
+    gt = None if occupancy is None else occupancy.load_semantics()
+    visible = None if occupancy is None else occupancy.load_mask("camera")
     timings["write_read_s"] = time.perf_counter() - t
 
-    t = _step(3, total, "summary (geo3d info)")
-    summary = summarize_capture(capture)
-    print(format_summary(summary))
-    timings["info_s"] = time.perf_counter() - t
+    t = _step(3, total, f"reconstructing open-vocabulary fields: {', '.join(config.methods)}")
+    encoder = text_encoder("minilm")
+    resources = Resources(text_encoder=encoder, text_encoder_spec="minilm", teacher=make_teacher("label", encoder),
+                          checkpoint=SHIPPED_CHECKPOINT)
+    fields, methods = {}, {}
+    for name, method_cls in method_classes.items():
+        m_start = time.perf_counter()
+        options = method_options(method_cls, config)
+        field = method_cls(options, resources).reconstruct(capture, 0)
+        seconds = time.perf_counter() - m_start
+        path = field.save(out / f"{name}.field.npz")
+        fields[name] = field
+        methods[name] = {"reconstruct_s": seconds, "occupied_voxels": field.num_occupied(),
+                         "feature_voxels": field.num_features, "file_mb": path.stat().st_size / 1e6,
+                         "options": method_cls(options, resources).options_dict()}
+        print(f"    {name}: {field.num_occupied():,} occupied voxels, {field.num_features:,} with features, "
+              f"{seconds:.1f} s")
+    timings["reconstruct_s"] = time.perf_counter() - t
 
-    t = _step(4, total, "LiDAR vs camera depth (LiDAR z-buffered into every camera)")
-    agreement = _sensor_agreement(capture)
-    print(f"    {agreement.get('pixels_compared', 0):,} pixels; median |difference| "
-          f"{agreement.get('median_rel_diff', float('nan')) * 100:.2f}% of depth; "
-          f"{agreement.get('within_1pct', float('nan')) * 100:.1f}% within 1%")  # fmt: skip
-    timings["agreement_s"] = time.perf_counter() - t
+    t = _step(4, total, f"asking {len(config.queries)} text queries and scoring the answers against the ground truth")
+    results = {}
+    for name, field in fields.items():
+        results[name], scores = score_queries(field, encoder, config.queries, gt, visible)
+        methods[name]["queries"] = {r.text: {"answer": r.to_dict(3), "scores": scores[r.text]} for r in results[name]}
+        methods[name]["mean_iou"] = _mean_iou(scores)
+        methods[name]["query_seconds_median"] = sorted(r.seconds for r in results[name])[len(results[name]) // 2]
+        print(f"    {name}: " + ", ".join(f"{q} {_fmt(s['iou']) if s else 'n/a'}" for q, s in scores.items())
+              + f"; mean IoU {_fmt(methods[name]['mean_iou'])} %")
+    scored = {m: v["mean_iou"] for m, v in methods.items() if v["mean_iou"] == v["mean_iou"]}
+    best = max(scored, key=scored.get) if scored else config.methods[0]
+    timings["query_s"] = time.perf_counter() - t
 
-    t = _step(5, total, f"fusing depth maps on a {config.voxel_size_m} m voxel grid and exporting PLY")
-    points, colors, labels, counts = _fuse(capture, config.voxel_size_m, config.max_range_m)
-    fused = _lidar_vs_fused(capture, points, labels, config.max_range_m)
-    _export_ply(out / "fused_rgb.ply", points, colors)
-    _export_ply(out / "fused_semantic.ply", points, colorize_labels(labels))
-    timings["fuse_s"] = time.perf_counter() - t
-    classes = {CLASS_NAMES[c]: int(n) for c, n in zip(*np.unique(labels, return_counts=True))}
-    print(f"    {len(points):,} voxels from {int(counts.sum()):,} depth pixels; LiDAR to fused cloud: median "
-          f"{fused.get('median_distance_to_fused_m', float('nan')) * 100:.1f} cm, labels agree "
-          f"{fused.get('label_agreement', float('nan')) * 100:.1f}%")  # fmt: skip
-    print("    voxels per class: " + ", ".join(f"{k} {v:,}" for k, v in sorted(classes.items(), key=lambda kv: -kv[1])))
-
-    result = {
+    t = _step(5, total, f"exporting PLY files and screenshots of the best field ({best}); writing the report")
+    field, size = fields[best], (config.picture_width, config.picture_width * 3 // 4)
+    field.export_ply(out / f"{best}.rgb.ply", color_by="rgb")
+    field.export_ply(out / f"{best}.class.ply", color_by="class")
+    pictures = {
+        f"{best}: camera colours (oblique view)": _picture(out / "rgb.png", field, size, color_by="rgb",
+                                                           preset="oblique").name,
+        f"{best}: zero-shot classes (bird's-eye view)": _picture(out / "classes.png", field, size, color_by="class",
+                                                                  preset="bev").name,
+    }
+    for result in results[best]:
+        slug = _slug(result.text)
+        field.export_ply(out / f"{best}.{slug}.ply", color_by="relevance",
+                         relevance=_nan_to_zero(result.scores))
+        pictures[f'{best}: "{result.text}" (bird\'s-eye view, answer in colour)'] = _picture(
+            out / f"query-{slug}.png", field, size, color_by="relevance", preset="bev", result=result).name
+    timings["export_s"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - start
+    summary = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(config).items()},
-        "capture": {"frames": summary["frames"], "cameras": list(summary["cameras"]),
-                    "lidar_points_per_sweep": summary["lidar"]["LIDAR_TOP"]["points_per_sweep"]},
-        "sensor_agreement": agreement,
-        "fused": {"voxels": int(len(points)), "voxels_per_class": classes, **fused},
+        "capture": {"frames": info["frames"], "cameras": list(info["cameras"])},
+        "queries": list(config.queries), "methods": methods, "best_method": best,
         "timings_s": timings,
-    }  # fmt: skip
-    atomic_write_text(out / "summary.json", json.dumps(result, indent=2))
-    print(f"done in {sum(timings.values()):.1f} s: {out / 'capture'}, {out / 'fused_rgb.ply'}, "
-          f"{out / 'fused_semantic.ply'}, {out / 'summary.json'}")  # fmt: skip
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+    }
+    write_report(out / "report.md", summary, pictures)
+    atomic_write_text(out / "summary.json", json.dumps(_json_ready(summary), indent=2))
+    print(f"done in {timings['total']:.0f} s: {out / 'report.md'} (fields, PLY files and pictures in {out})",
+          file=sys.stdout)
     return 0
+
+
+def _nan_to_zero(values):
+    import numpy as np
+
+    return np.nan_to_num(values, nan=0.0)
+
+
+def _json_ready(value):
+    import math
+
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    return value

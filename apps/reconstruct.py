@@ -44,6 +44,10 @@ class Config:
     teacher: str = "auto"
     """fusion: dense teacher, auto (synthetic label stand-in when the cameras have label images) | label |
     maskclip:DIR (MaskCLIP from a local transformers CLIP checkpoint)."""
+    label_noise_std: float = 0.1
+    """fusion with the synthetic label teacher: Gaussian noise per feature channel (its degradation)."""
+    label_confusion_rate: float = 0.1
+    """fusion with the synthetic label teacher: fraction of patches given another class's embedding."""
     checkpoint: Path | None = None
     """pop3d: network checkpoint; default the shipped assets/occupancy/occupancy.pt."""
     geometry: str = "auto"
@@ -109,7 +113,8 @@ def make_resources(config: Config, capture):
                                  f"(the synthetic stand-in teacher needs them); {CLIP_HELP}")
             spec = "label"
         try:
-            teacher = make_teacher(spec, encoder)
+            teacher = make_teacher(spec, encoder, noise_std=config.label_noise_std,
+                                   confusion_rate=config.label_confusion_rate)
         except ValueError as error:
             raise FieldError(str(error)) from None
     checkpoint = (config.checkpoint or SHIPPED_CHECKPOINT) if config.method == "pop3d" else None
@@ -136,10 +141,13 @@ def reconstruct(config: Config, capture=None):
     from geo3d.fields.methods import get_method
 
     method_cls = get_method(config.method)  # unknown method: a clear error before any work
+    options = method_options(method_cls, config)
+    if callable(getattr(options, "check", None)):
+        options.check()  # bad options too
     start = time.perf_counter()
     capture = load_capture(config) if capture is None else capture
     loaded = time.perf_counter()
-    method = method_cls(method_options(method_cls, config), make_resources(config, capture))
+    method = method_cls(options, make_resources(config, capture))
     bars: dict[str, Any] = {}
 
     def progress(step: str, done: int, total: int) -> None:

@@ -72,6 +72,18 @@ class FusionOptions:
     extra: dict = field(default_factory=dict)
     """Free-form notes stored in the field's metadata."""
 
+    def check(self) -> None:
+        """Raise :class:`FieldError` naming the first bad option."""
+        if self.geometry not in GEOMETRIES:
+            raise FieldError(f"unknown geometry {self.geometry!r} (choose one of {', '.join(GEOMETRIES)})")
+        if self.feature_dtype not in ("float16", "float32"):
+            raise FieldError(f"feature_dtype must be 'float16' or 'float32', got {self.feature_dtype!r}")
+        if int(self.depth_stride) < 1:
+            raise FieldError(f"depth_stride must be >= 1, got {self.depth_stride}")
+        if not (self.min_depth >= 0 and self.max_depth > self.min_depth):
+            raise FieldError(f"need 0 <= min_depth < max_depth, got {self.min_depth} and {self.max_depth}")
+        self.grid()
+
     def grid(self) -> OccupancyGridSpec:
         try:
             return OccupancyGridSpec(lower=tuple(self.lower), upper=tuple(self.upper), voxel_size=self.voxel_size)
@@ -178,12 +190,7 @@ class FusionMethod(ReconstructionMethod):
     def reconstruct(self, capture: Capture, frame_index: int = 0, progress: Progress | None = None
                     ) -> OpenVocabField:
         options = self.options
-        if options.geometry not in GEOMETRIES:
-            raise FieldError(f"unknown geometry {options.geometry!r} (choose one of {', '.join(GEOMETRIES)})")
-        if options.feature_dtype not in ("float16", "float32"):
-            raise FieldError(f"feature_dtype must be 'float16' or 'float32', got {options.feature_dtype!r}")
-        if int(options.depth_stride) < 1:
-            raise FieldError(f"depth_stride must be >= 1, got {options.depth_stride}")
+        options.check()
         grid = options.grid()
         encoder = self.resources.text_encoder
         if encoder is None:

@@ -20,6 +20,7 @@ POP-3D style) run on the images of one frame, made into a field.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,18 @@ class Pop3dOptions:
     """``"visible"``: one ray per ``ray_stride``-th pixel of the network's input images."""
     feature_dtype: str = "float16"
     """Stored feature precision: ``"float16"`` or ``"float32"``."""
+
+
+    def check(self) -> None:
+        """Raise :class:`FieldError` naming the first bad option."""
+        if self.features_on not in FEATURES_ON:
+            raise FieldError(f"features_on must be one of {', '.join(FEATURES_ON)}, got {self.features_on!r}")
+        if self.feature_dtype not in ("float16", "float32"):
+            raise FieldError(f"feature_dtype must be 'float16' or 'float32', got {self.feature_dtype!r}")
+        if int(self.ray_stride) < 1:
+            raise FieldError(f"ray_stride must be >= 1, got {self.ray_stride}")
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise FieldError(f"threshold must be finite, got {self.threshold}")
 
 
 def network_inputs(frame: Frame, image_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -158,10 +171,7 @@ class Pop3dMethod(ReconstructionMethod):
     def reconstruct(self, capture: Capture, frame_index: int = 0, progress: Progress | None = None
                     ) -> OpenVocabField:
         options = self.options
-        if options.features_on not in FEATURES_ON:
-            raise FieldError(f"features_on must be one of {', '.join(FEATURES_ON)}, got {options.features_on!r}")
-        if options.feature_dtype not in ("float16", "float32"):
-            raise FieldError(f"feature_dtype must be 'float16' or 'float32', got {options.feature_dtype!r}")
+        options.check()
         frame = frame_at(capture, frame_index)
         check_frame(frame)
         net, checkpoint = self.load()

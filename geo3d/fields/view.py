@@ -273,10 +273,16 @@ def _wrap(draw, text: str, font, width: int, max_lines: int = 3) -> list[str]:
             lines.append(word)
     lines = lines[:max_lines]
     for i, line in enumerate(lines):
-        while len(line) > 1 and draw.textlength(line, font=font) > width:
-            line = line[:-2] + "…"
+        while len(line) > 3 and draw.textlength(line, font=font) > width:
+            line = line[:-4] + "..."
         lines[i] = line
     return lines
+
+
+def _text_left_middle(draw, x: float, y: float, text: str, font) -> None:
+    """Draw black ``text`` starting at ``x``, vertically centred on ``y`` (also with Pillow's bitmap font)."""
+    box = draw.textbbox((0, 0), text, font=font)
+    draw.text((x, y - (box[1] + box[3]) / 2), text, fill=(0, 0, 0), font=font)
 
 
 def colorbar_image(low: float, high: float, height: int = 256, width: int = 120, label: str = "",
@@ -311,11 +317,11 @@ def colorbar_image(low: float, high: float, height: int = 256, width: int = 120,
     for value in np.linspace(low, high, max(2, ticks)):
         y = bottom - 1 - (value - low) / (high - low) * (bottom - top - 1)
         draw.line((bar_right, y, bar_right + 4, y), fill=(0, 0, 0))
-        draw.text((bar_right + 7, y), f"{value:.3g}", fill=(0, 0, 0), font=font, anchor="lm")
+        _text_left_middle(draw, bar_right + 7, y, f"{value:.3g}", font)
     if other_color is not None:
         draw.rectangle((bar_left, height - 22, bar_right - 1, height - 8), fill=tuple(int(c) for c in other_color),
                        outline=(0, 0, 0))
-        draw.text((bar_right + 7, height - 15), "other", fill=(0, 0, 0), font=font, anchor="lm")
+        _text_left_middle(draw, bar_right + 7, height - 15, "other", font)
     return np.asarray(image, dtype=np.uint8).copy()
 
 
@@ -339,10 +345,9 @@ def class_legend_image(labels: np.ndarray, height: int = 256, width: int = 170,
         y = 6 + 18 * row
         draw.rectangle((6, y, 20, y + 13), fill=tuple(int(c) for c in rgb), outline=(0, 0, 0))
         text = f"{class_id} {names.get(int(class_id), f'class {class_id}')}"
-        draw.text((26, y + 7), _wrap(draw, text, font, width - 30, 1)[0], fill=(0, 0, 0), font=font, anchor="lm")
+        _text_left_middle(draw, 26, y + 7, _wrap(draw, text, font, width - 30, 1)[0], font)
     if len(shown) < len(ids):
-        draw.text((26, 6 + 18 * len(shown) + 7), f"+{len(ids) - len(shown)} more", fill=(0, 0, 0), font=font,
-                  anchor="lm")
+        _text_left_middle(draw, 26, 6 + 18 * len(shown) + 7, f"+{len(ids) - len(shown)} more", font)
     return np.asarray(image, dtype=np.uint8).copy()
 
 
@@ -378,8 +383,9 @@ def cube_faces(field: OpenVocabField, rows: np.ndarray, rgb: np.ndarray) -> tupl
 _RENDERER: dict[str, Any] = {}
 
 
-def _release_renderer() -> None:
-    """Clear and drop the cached renderer (two live renderers crash Open3D 0.19 at exit)."""
+def release_renderer() -> None:
+    """Clear and drop the renderer :func:`render_field` keeps (call it before making another Open3D
+    renderer: two live renderers crash Open3D 0.19 at exit); registered with :mod:`atexit`."""
     renderer = _RENDERER.pop("renderer", None)
     _RENDERER.pop("size", None)
     if renderer is not None:
@@ -420,7 +426,7 @@ def _offscreen_renderer(width: int, height: int):
 
     o3d = require("open3d")
     if _RENDERER.get("size") != (width, height):
-        _release_renderer()
+        release_renderer()
         with _native_output_captured() as captured:
             try:
                 _RENDERER["renderer"] = o3d.visualization.rendering.OffscreenRenderer(width, height)
@@ -431,7 +437,7 @@ def _offscreen_renderer(width: int, height: int):
                 raise ViewError(f"Open3D's offscreen renderer could not start ({error}; {log})") from None
         _RENDERER["size"] = (width, height)
         if len(_RENDERER) == 2 and not _RENDERER.get("atexit"):
-            atexit.register(_release_renderer)
+            atexit.register(release_renderer)
             _RENDERER["atexit"] = True
     return o3d, _RENDERER["renderer"]
 
