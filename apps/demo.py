@@ -86,11 +86,12 @@ def _mean_iou(scores: dict[str, Any]) -> float:
 
 
 def _picture(path: Path, field, size: tuple[int, int], *, color_by: str, preset: str, result=None) -> Path:
-    from geo3d.fields.view import field_colors, legend_image, render_field, save_screenshot
+    from geo3d.fields.view import camera_view, field_colors, legend_image, render_field, save_screenshot
 
     colors = field_colors(field, color_by, relevance=None if result is None else result.scores,
                           selected=None if result is None else result.selected)
-    image = render_field(field, colors=colors, preset=preset, size=size)
+    camera = camera_view(field, preset, aspect=size[0] / size[1], fit="content")
+    image = render_field(field, colors=colors, camera=camera, size=size)
     label = None if result is None else f'relevance to "{result.text}"'
     return save_screenshot(path, image, legend_image(field, colors, size[1], label=label))
 
@@ -144,8 +145,6 @@ def write_report(path: Path, summary: dict[str, Any], pictures: dict[str, str]) 
 
 
 def run(config: Config) -> int:
-    import resource
-
     from geo3d.fields.methods import Resources, get_method
     from geo3d.io import read_capture, write_capture
     from geo3d.synthetic.generate import SynthConfig, generate_capture
@@ -153,7 +152,7 @@ def run(config: Config) -> int:
     from geo3d_apps.occupancy_data import make_teacher, text_encoder
     from geo3d_apps.eval_occupancy import SHIPPED_CHECKPOINT
     from geo3d_apps.info import format_summary, summarize_capture
-    from geo3d_apps.reconstruct import method_options
+    from geo3d_apps.reconstruct import method_options, peak_memory_mb
 
     if config.width < 32 or config.height < 32:
         raise ValueError("width and height must be >= 32 pixels")
@@ -237,7 +236,7 @@ def run(config: Config) -> int:
         "capture": {"frames": info["frames"], "cameras": list(info["cameras"])},
         "queries": list(config.queries), "methods": methods, "best_method": best,
         "timings_s": timings,
-        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_memory_mb": peak_memory_mb(),
     }
     write_report(out / "report.md", summary, pictures)
     atomic_write_text(out / "summary.json", json.dumps(_json_ready(summary), indent=2))

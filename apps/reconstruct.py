@@ -128,10 +128,18 @@ def method_options(method_cls, config: Config):
     return method_cls.Options(**{name: getattr(config, name) for name in names if hasattr(config, name)})
 
 
-def _peak_memory_mb() -> float:
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process, MB: ``VmHWM`` of /proc/self/status on Linux (reset by exec,
+    unlike ``ru_maxrss``, which a spawned process inherits from its parent), else ``ru_maxrss``."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kilobytes
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def reconstruct(config: Config, capture=None):
@@ -168,7 +176,7 @@ def reconstruct(config: Config, capture=None):
         "feature_dim": field.feature_dim, "space": field.space,
         "seconds": {"load": round(loaded - start, 3), "reconstruct": round(done - loaded, 3),
                     "total": round(done - start, 3)},
-        "peak_memory_mb": round(_peak_memory_mb(), 1),
+        "peak_memory_mb": round(peak_memory_mb(), 1),
     }
     return field, summary
 

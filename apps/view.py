@@ -37,7 +37,9 @@ class Config:
     mode: Literal["points", "cubes"] = "points"
     """Draw voxel centres as points, or voxels as cubes."""
     preset: Literal["bev", "ego", "oblique"] = "oblique"
-    """Camera: bird's-eye view, chase camera behind the ego origin, or a 3/4 view of the whole grid."""
+    """Camera: bird's-eye view, chase camera behind the ego origin, or a 3/4 view."""
+    fit: Literal["content", "grid"] = "content"
+    """What bev / oblique frame: the shown voxels (1st..99th percentile box) or the whole grid."""
     screenshot: Path | None = None
     """Render headless to this .png (no window, no display needed) and print its path."""
     width: int = 1024
@@ -106,7 +108,7 @@ class ViewState:
         if config.mode not in RENDER_MODES:
             raise ViewError(f"unknown mode {config.mode!r} (choose one of: {', '.join(RENDER_MODES)})")
         camera_view(field, config.preset)  # checks the preset name
-        self.mode, self.preset = config.mode, config.preset
+        self.mode, self.preset, self.fit = config.mode, config.preset, config.fit
         self.color_by = config.color_by if config.color_by != "auto" else self.default_color_by()
         self.result = None  # the current QueryResult
         self._query = None  # FieldQuery, made with the first query
@@ -183,10 +185,11 @@ class ViewState:
 
     def screenshot(self, path: Path, size: tuple[int, int], point_size: float | None = None) -> Path:
         """Render the state headless and write the PNG with its legend (atomically); returns the path."""
-        from geo3d.fields.view import render_field, save_screenshot
+        from geo3d.fields.view import camera_view, render_field, save_screenshot
 
         colors = self.colors()
-        image = render_field(self.field, colors=colors, preset=self.preset, size=size, mode=self.mode,
+        camera = camera_view(self.field, self.preset, aspect=size[0] / size[1], fit=self.fit)
+        image = render_field(self.field, colors=colors, size=size, camera=camera, mode=self.mode,
                              point_size=point_size)
         return save_screenshot(path, image, self.legend(size[1], colors))
 
@@ -313,7 +316,7 @@ class _FieldWindow:  # pragma: no cover - needs a display
         material = self.rendering.MaterialRecord()
         material.shader = "defaultUnlit"
         material.point_size = float(self.point_size or auto_point_size(
-            self.state.field, camera_view(self.state.field, self.state.preset), self.height))
+            self.state.field, camera_view(self.state.field, self.state.preset, fit=self.state.fit), self.height))
         scene.add_geometry("field", field_geometry(self.state.field, colors, self.state.mode), material)
         self.legend.update_image(self.o3d.geometry.Image(self._legend()))
         self.status.text = self.state.status()
@@ -343,7 +346,7 @@ class _FieldWindow:  # pragma: no cover - needs a display
 
         field = self.state.field
         rect = self.widget.frame
-        camera = camera_view(field, preset, aspect=max(rect.width, 1) / max(rect.height, 1))
+        camera = camera_view(field, preset, aspect=max(rect.width, 1) / max(rect.height, 1), fit=self.state.fit)
         high = field.origin + field.voxel_size * field.shape
         bounds = self.o3d.geometry.AxisAlignedBoundingBox(field.origin, high)
         self.widget.setup_camera(camera.fov_deg, bounds, camera.center.astype("float32"))

@@ -99,18 +99,26 @@ class FramePoints:
         self.points, self.origins, self.features, self.colors, self.seen = points, origins, features, colors, seen
 
 
+def resolve_geometry(frame: Frame, geometry: str) -> str:
+    """``"lidar"`` or ``"depth"``: ``"auto"`` takes the LiDAR when the frame has a sweep with points, else the
+    depth maps."""
+    if geometry != "auto":
+        return geometry
+    for sweep in frame.lidar.values():
+        if len(sweep.load_points()):
+            return "lidar"
+    return "depth"
+
+
 def frame_points(frame: Frame, world2ref: np.ndarray, teacher, options: FusionOptions) -> FramePoints:
     """Points of ``frame`` (``[N, 3]`` float64 in the reference ego frame), their ray origins ``[N, 3]``,
     view-averaged unit teacher features ``[N, D]`` (zero rows where no camera sees the point), mean
     colours ``[N, 3]`` in [0, 255] and ``[N]`` bool seen-by-a-camera."""
-    geometry = options.geometry
-    if geometry == "auto":
-        geometry = "lidar" if frame.lidar else "depth"
+    geometry = resolve_geometry(frame, options.geometry)
     cameras = list(frame.cameras.values())
     Ks = torch.from_numpy(np.stack([np.asarray(c.K, np.float64) for c in cameras]))
     cam2world = torch.from_numpy(np.stack([np.asarray(c.cam2world, np.float64) for c in cameras]))
     if geometry == "lidar":
-        check_frame(frame, needs_lidar=True)
         points, origins = [], []
         for sweep in frame.lidar.values():
             xyz = sweep.points_world()
@@ -199,7 +207,7 @@ class FusionMethod(ReconstructionMethod):
         fused = [int(frame_index)] if not options.fuse_frames else [int(i) for i in options.fuse_frames]
         frames = [frame_at(capture, i) for i in fused]
         for frame in frames:
-            check_frame(frame, needs_lidar=options.geometry == "lidar")
+            check_frame(frame, needs_lidar=resolve_geometry(frame, options.geometry) == "lidar")
         ref_pose = np.asarray(reference.ego2world, np.float64)
         world2ref = invert_pose(ref_pose)
         teacher = self._teacher(capture)

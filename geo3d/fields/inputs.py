@@ -69,7 +69,7 @@ def check_frame(frame: Frame, *, needs_lidar: bool = False, same_image_size: boo
         try:
             image = cam.load_image_uint8()
         except (OSError, CaptureError, ValueError) as error:
-            raise FieldError(f"{where} camera {name!r}: image missing or unreadable ({error})") from None
+            raise FieldError(f"{where} camera {name!r}: cannot load its image ({error})") from None
         if image.shape[:2] != (cam.height, cam.width):
             raise FieldError(f"{where} camera {name!r}: image is {image.shape[1]}x{image.shape[0]} but the "
                              f"calibration says {cam.width}x{cam.height}")

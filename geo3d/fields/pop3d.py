@@ -165,7 +165,9 @@ class Pop3dMethod(ReconstructionMethod):
                 raise FieldError("method 'pop3d' needs a network checkpoint (Resources.checkpoint)")
             if not Path(path).is_file():
                 raise FieldError(f"checkpoint {path} does not exist (train one with 'geo3d train occupancy')")
-            self._net, self._checkpoint = load_occupancy_net(path, map_location=self.resources.device)
+            net, self._checkpoint = load_occupancy_net(path, map_location=self.resources.device)
+            # load_occupancy_net builds the net on the CPU (map_location only places the loaded tensors)
+            self._net = net.to(self.resources.device)
         return self._net, self._checkpoint
 
     def reconstruct(self, capture: Capture, frame_index: int = 0, progress: Progress | None = None

@@ -264,6 +264,10 @@ class FieldQuery:
         field_.check_space(getattr(encoder, "space", None))
         self.encoder, self.templates = encoder, templates
         self.threshold = _check_threshold(threshold, mode)
+        if connectivity not in (6, 18, 26) or isinstance(connectivity, bool):
+            raise FieldError(f"connectivity must be 6, 18 or 26, got {connectivity!r}")
+        if isinstance(occupancy_threshold, bool) or not isinstance(occupancy_threshold, (int, float)):
+            raise FieldError(f"occupancy_threshold must be a number in [0, 1], got {occupancy_threshold!r}")
         self.connectivity = connectivity
         self.active = _active_rows(field_, occupancy_threshold)
         self.occupancy_threshold = float(occupancy_threshold)

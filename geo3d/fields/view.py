@@ -125,8 +125,19 @@ def _check_choice(value: Any, choices: Sequence[str], name: str) -> str:
     return value
 
 
+def _content_bounds(field: OpenVocabField, occupancy_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """``(low, high)`` [3] metres: the 3rd..97th percentile box of the shown voxel centres, padded by one
+    voxel (the grid's bounds when nothing is shown): scattered far returns do not shrink the scene."""
+    index = field.indices[field.occupied_mask(occupancy_threshold)[tuple(field.indices.T.astype(np.int64))]]
+    if len(index) == 0:
+        return field.origin, field.origin + np.array(field.shape) * field.voxel_size
+    centers = field.voxel_centers(index)
+    low, high = np.percentile(centers, 3, axis=0), np.percentile(centers, 97, axis=0)
+    return low - field.voxel_size, high + field.voxel_size
+
+
 def camera_view(field: OpenVocabField, preset: str = "oblique", aspect: float = 1.0,
-                fov_deg: float = 50.0) -> CameraView:
+                fov_deg: float = 50.0, fit: str = "grid") -> CameraView:
     """The camera of a preset (:data:`CAMERA_PRESETS`) for ``field``'s grid bounds (z up assumed).
 
     Args:
@@ -137,12 +148,18 @@ def camera_view(field: OpenVocabField, preset: str = "oblique", aspect: float = 
             half-size ahead), ``"oblique"`` (the grid's bounding sphere seen from behind-left, above).
         aspect: image width / height (the ``"bev"`` and ``"oblique"`` distances fit both directions).
         fov_deg: vertical field of view, degrees.
+        fit: ``"grid"`` frames the whole grid; ``"content"`` frames the shown voxels (1st..99th
+            percentile box of their centres; the oblique view then fits the box's footprint rather than
+            its bounding sphere), closer when the scene fills part of the grid.
     """
     _check_choice(preset, tuple(CAMERA_PRESETS), "camera preset")
+    _check_choice(fit, ("grid", "content"), "fit")
     if not (np.isfinite(aspect) and aspect > 0 and 1.0 <= fov_deg <= 170.0):
         raise ViewError(f"aspect must be > 0 and fov_deg in [1, 170], got {aspect}, {fov_deg}")
-    low = field.origin
-    high = field.origin + np.array(field.shape) * field.voxel_size
+    if fit == "content":
+        low, high = _content_bounds(field)
+    else:
+        low, high = field.origin, field.origin + np.array(field.shape) * field.voxel_size
     center, extent = (low + high) / 2, high - low
     tan_v = np.tan(np.radians(fov_deg) / 2)
     tan_h = tan_v * aspect
@@ -159,6 +176,8 @@ def camera_view(field: OpenVocabField, preset: str = "oblique", aspect: float = 
         return CameraView(eye, anchor + np.array([0.4 * half, 0.0, 0.0]), np.array([0.0, 0.0, 1.0]), float(fov_deg))
     radius = float(np.linalg.norm(extent)) / 2
     distance = 1.02 * radius / np.sin(np.arctan(min(tan_v, tan_h)))
+    if fit == "content":  # a flat scene seen from 40 degrees up fills less than its bounding sphere
+        distance *= 0.7
     direction = _unit(np.array([-1.0, 0.6, 0.75]))
     return CameraView(center + distance * direction, center, np.array([0.0, 0.0, 1.0]), float(fov_deg))
 

@@ -200,3 +200,50 @@ def test_reconstruct_runs_on_the_real_nuscenes_sample(nuscenes_dir, tmp_path, ca
     assert main(["reconstruct", str(nuscenes_dir), "--method", "fusion", "--out", str(tmp_path / "f.npz")]) != 0
     err = capsys.readouterr().err
     assert "clip" in err.lower() and "--teacher maskclip:" in err and not (tmp_path / "f.npz").exists()
+
+
+def _save_tiny_clip(folder):
+    """A randomly initialised CLIP (ViT with 16-px patches, tiny text tower) with a letter-level tokenizer."""
+    import torch
+    import transformers
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for char in "abcdefghijklmnopqrstuvwxyz.":
+        vocab[char] = len(vocab)
+        vocab[char + "</w>"] = len(vocab)
+    tokenizer = transformers.CLIPTokenizer(vocab=vocab, merges=[], model_max_length=32)
+    config = transformers.CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, max_position_embeddings=32, bos_token_id=0, eos_token_id=1,
+                         pad_token_id=1),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=224, patch_size=16),
+        projection_dim=24)  # fmt: skip
+    torch.manual_seed(0)
+    transformers.CLIPModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def test_fusion_runs_on_the_real_nuscenes_sample_with_a_local_clip_checkpoint(nuscenes_dir, tmp_path):
+    """The real teacher path end to end (MaskCLIP + CLIP text tower from a local folder; random weights
+    here, so only the geometry, colours and plumbing are meaningful)."""
+    clip = tmp_path / "clip"
+    _save_tiny_clip(clip)
+    out = tmp_path / "fusion.npz"
+    assert main(["reconstruct", str(nuscenes_dir), "--method", "fusion", "--out", str(out),
+                 "--teacher", f"maskclip:{clip}", "--text-encoder", f"clip:{clip}"]) == 0
+    field = OpenVocabField.load(out)
+    assert field.feature_dim == 24 and field.space.startswith("clip")
+    # geometry: the occupied voxels are those holding LiDAR returns (counted here independently)
+    from geo3d.io import read_capture
+    from geo3d.geometry.poses import invert_pose
+
+    frame = read_capture(nuscenes_dir).frames[0]
+    sweep = frame.lidar["LIDAR_TOP"]
+    points = sweep.points_world() @ invert_pose(frame.ego2world)[:3, :3].T + invert_pose(frame.ego2world)[:3, 3]
+    index = np.floor((points - field.origin) / field.voxel_size).astype(np.int64)
+    inside = ((index >= 0) & (index < np.array(field.shape))).all(1)
+    expected = np.zeros(field.shape, bool)
+    expected[tuple(index[inside].T)] = True
+    assert np.array_equal(field.occupancy >= 0.5, expected)
+    assert main(["query", str(out), "car", "--json"]) == 0
