@@ -30,7 +30,8 @@ class Config:
     capture: tyro.conf.Positional[Path | None] = None
     """Capture to read (any format geo3d reads); none: the built-in synthetic scene of --seed."""
     method: str = "fusion"
-    """Reconstruction method: fusion | pop3d (see 'geo3d reconstruct --help' and docs/apps.md)."""
+    """Reconstruction method: fusion (training-free: LiDAR/depth geometry + a dense 2D teacher averaged over
+    views) | pop3d (the feed-forward occupancy network, images only). docs/apps.md."""
     out: Path = Path("out/field.npz")
     """Field file to write (.npz, atomically)."""
     overwrite: bool = False
@@ -85,8 +86,12 @@ def load_capture(config: Config):
     if config.capture is None:
         from geo3d.synthetic.generate import SynthConfig, generate_capture
 
+        from tqdm import tqdm
+
         _log(f"rendering the built-in synthetic street scene (seed {config.seed}): 6 cameras, 32-beam LiDAR")
-        return generate_capture(SynthConfig(seed=config.seed, frames=1))
+        return generate_capture(SynthConfig(seed=config.seed, frames=1),
+                                progress=lambda frames: tqdm(frames, desc="rendering", unit="frame", file=sys.stderr,
+                                                             leave=False))
     from geo3d.io import read_capture
 
     if not Path(config.capture).exists():

@@ -281,11 +281,33 @@ def test_info_refuses_code_in_pickles(tmp_path):
 
 
 @shared
+@shared
+def test_a_folder_with_one_info_pickle_reads_as_that_pickle(tmp_path, nuscenes_dir):
+    from geo3d.io import read_capture
+
+    by_folder, by_file = read_capture(nuscenes_dir), read_capture(nuscenes_dir / PKL)
+    assert by_folder.source_format == by_file.source_format == "nuscenes-info"
+    assert len(by_folder.frames) == len(by_file.frames) == 1
+    a, b = by_folder.frames[0], by_file.frames[0]
+    assert list(a.cameras) == list(b.cameras) and np.array_equal(a.ego2world, b.ego2world)
+    for name in a.cameras:
+        assert np.array_equal(a.cameras[name].cam2world, b.cameras[name].cam2world)
+    # two info pickles in one folder: ambiguous, not a capture
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("a.pkl", "b.pkl"):
+        (two / name).write_bytes((nuscenes_dir / PKL).read_bytes())
+    assert not sniff_nuscenes_info(two)
+    with pytest.raises(CaptureError, match="exactly one"):
+        read_nuscenes_info(two)
+
+
 def test_sniffers(tmp_path, nuscenes_dir):
     assert sniff_nuscenes_info(nuscenes_dir / PKL)
     assert not sniff_nuscenes_info(nuscenes_dir / LIDAR_FILE)
-    assert not sniff_nuscenes_info(nuscenes_dir)
+    assert sniff_nuscenes_info(nuscenes_dir)  # a folder holding exactly one info pickle
     assert not sniff_nuscenes_info(_write_pickle(tmp_path / "other.pkl", {"data_list": [1, 2]}))
+    assert not sniff_nuscenes_info(tmp_path)  # no info pickle in it
     assert not sniff_nuscenes_tables(nuscenes_dir)
     assert not sniff_nuscenes_tables(tmp_path)
     (tmp_path / "v1.0-mini").mkdir()
