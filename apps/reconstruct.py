@@ -208,7 +208,8 @@ def run(config: Config) -> int:
     if config.summary_json is not None:
         atomic_write_text(config.summary_json, json.dumps(summary, indent=2))
     seconds = summary["seconds"]
-    print(f"{out}: {summary['occupied_voxels']:,} occupied voxels, {summary['feature_voxels']:,} with {field.feature_dim}-d "
-          f"features ({field.space}); {summary['file_mb']} MB; reconstruct {seconds['reconstruct']:.1f} s, total "
-          f"{seconds['total']:.1f} s; peak memory {summary['peak_memory_mb']:.0f} MB")
+    print(f"{out}: {summary['occupied_voxels']:,} occupied voxels, {summary['feature_voxels']:,} with "
+          f"{field.feature_dim}-d features ({field.space}); {summary['file_mb']} MB; reconstruct "
+          f"{seconds['reconstruct']:.1f} s, total {seconds['total']:.1f} s; "
+          f"peak memory {summary['peak_memory_mb']:.0f} MB")
     return 0

@@ -1,7 +1,8 @@
 """The registry of reconstruction methods: capture -> :class:`~geo3d.structures.OpenVocabField`.
 
 A method is a class with a ``name``, a one-line ``summary``, the ``Options`` dataclass of its
-settings (with an optional ``check()`` that raises on bad values, called when the method is built) and ``reconstruct(capture, frame_index, progress=None) -> OpenVocabField``. It is built from
+settings (with an optional ``check()`` that raises on bad values, called when the method is built)
+and ``reconstruct(capture, frame_index, progress=None) -> OpenVocabField``. It is built from
 its options and the shared :class:`Resources` (text encoder, dense teacher, checkpoint): what a method
 needs and cannot find raises :class:`~geo3d.structures.field.FieldError` (or ``MissingDependencyError``)
 before any work. ``geo3d reconstruct --method NAME`` looks methods up here, so a new method (NeRF,
@@ -67,7 +68,8 @@ class ReconstructionMethod(abc.ABC):
     def __init__(self, options: Any = None, resources: Resources | None = None) -> None:
         options = self.Options() if options is None else options
         if not isinstance(options, self.Options):
-            raise FieldError(f"method {self.name!r} takes {self.Options.__name__} options, got {type(options).__name__}")
+            raise FieldError(f"method {self.name!r} takes {self.Options.__name__} options, "
+                             f"got {type(options).__name__}")
         if callable(getattr(options, "check", None)):
             options.check()  # bad options fail before any work
         self.options = options

@@ -182,7 +182,9 @@ class Pop3dMethod(ReconstructionMethod):
         if encoder is not None and space is not None and encoder.space != space:
             raise FieldError(f"the checkpoint's language features live in space {space!r} but the text encoder's "
                              f"in {encoder.space!r}: use --text-encoder {checkpoint.extra.get('text_encoder')!r}")
-        threshold = options.threshold if options.threshold is not None else float(checkpoint.extra.get("threshold", 0.0))
+        threshold = options.threshold
+        if threshold is None:
+            threshold = float(checkpoint.extra.get("threshold", 0.0))
         start = time.perf_counter()
         images, K, cam2ego = network_inputs(frame, net.config.image_size)
         device = self.resources.device

@@ -48,7 +48,8 @@ def teacher(encoder):
 
 
 def fuse(capture, encoder, teacher, frame_index=0, **changes):
-    method = FusionMethod(options(**changes), Resources(text_encoder=encoder, teacher=teacher, text_encoder_spec="hash"))
+    resources = Resources(text_encoder=encoder, teacher=teacher, text_encoder_spec="hash")
+    method = FusionMethod(options(**changes), resources)
     return method.reconstruct(capture, frame_index)
 
 

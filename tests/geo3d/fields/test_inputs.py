@@ -94,7 +94,8 @@ def test_a_slightly_noisy_rotation_is_rigid_enough(frame):
 
 
 @pytest.mark.parametrize("K", [
-    None, np.eye(2), np.array([[5.0, 0, 3], [0, np.nan, 2], [0, 0, 1]]), np.array([[5.0, 0, 3], [0, np.inf, 2], [0, 0, 1]]),
+    None, np.eye(2), np.array([[5.0, 0, 3], [0, np.nan, 2], [0, 0, 1]]),
+    np.array([[5.0, 0, 3], [0, np.inf, 2], [0, 0, 1]]),
     np.array([[0.0, 0, 3], [0, 5, 2], [0, 0, 1]]), np.array([[5.0, 0, 3], [0, -5, 2], [0, 0, 1]]),
 ])
 def test_intrinsics(frame, K):
@@ -122,7 +123,8 @@ def test_images(frame, tmp_path):
     small = tmp_path / "small.png"
     write_png(small, np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(FieldError, match="cannot load its image.*4x4.*7x5"):
-        check_frame(with_camera(frame, "CAM_FRONT", image=ArraySource(path=small, loader=lambda: read_image_uint8(small))))
+        source = ArraySource(path=small, loader=lambda: read_image_uint8(small))
+        check_frame(with_camera(frame, "CAM_FRONT", image=source))
     with pytest.raises(FieldError, match="CAM_FRONT"):
         check_frame(with_camera(frame, "CAM_FRONT", image=ArraySource.of(np.zeros((5, 7, 3), np.float32))))
     # the same file at the right size reads fine

@@ -27,7 +27,8 @@ LOOK_X = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
 def pose(rotation, position) -> torch.Tensor:
     out = torch.eye(4, dtype=torch.float64)
-    out[:3, :3], out[:3, 3] = torch.as_tensor(rotation, dtype=torch.float64), torch.as_tensor(position, dtype=torch.float64)
+    out[:3, :3] = torch.as_tensor(rotation, dtype=torch.float64)
+    out[:3, 3] = torch.as_tensor(position, dtype=torch.float64)
     return out
 
 

@@ -39,8 +39,8 @@ def random_field(rng, shape=(7, 6, 5), fraction=0.6, dim=16, voxel_size=(0.5, 0.
     """Feature voxels at a random ``fraction`` of the grid with random unit features, all occupied."""
     occupancy = np.ones(shape, np.float32)
     indices = np.argwhere(rng.uniform(size=shape) < fraction)
-    return OpenVocabField(origin, voxel_size, "ego", occupancy, indices, _unit(rng, len(indices), dim).astype(np.float32),
-                          "random:test")
+    features = _unit(rng, len(indices), dim).astype(np.float32)
+    return OpenVocabField(origin, voxel_size, "ego", occupancy, indices, features, "random:test")
 
 
 def _in_box(idx, box):
@@ -71,7 +71,8 @@ def street(encoder):
     cross = relevancy(words[:3], words, encode_prompts(encoder, list(CANONICAL_NEGATIVES))).numpy()
     assert (cross[~np.eye(3, 4, dtype=bool)] < 0.45).all()  # precondition: no word is relevant to another
     road, car, tree = words[:3].numpy()
-    is_car = _in_box(idx, BIG_CAR) | _in_box(idx, SMALL_CAR) | np.all(idx == LOW_ON_CAR, 1) | np.all(idx == LOW_ALONE, 1)
+    is_car = (_in_box(idx, BIG_CAR) | _in_box(idx, SMALL_CAR) | np.all(idx == LOW_ON_CAR, 1)
+              | np.all(idx == LOW_ALONE, 1))
     is_tree = _in_box(idx, TREE)
     feats = np.where(is_car[:, None], car, np.where(is_tree[:, None], tree, road)).astype(np.float32)
     return OpenVocabField(ORIGIN, VOXEL, "ego", occ, idx, feats, encoder.space)
@@ -199,7 +200,8 @@ def test_relevancy_query_finds_the_cars_with_their_boxes(street, encoder):
     (car,) = query("car")
     # independent: relevancy of every feature against the prompt-ensembled query and negatives
     feats = torch.from_numpy(street.features).float()
-    expected = relevancy(feats, encode_prompts(encoder, ["car"])[0], encode_prompts(encoder, list(CANONICAL_NEGATIVES))).numpy()
+    negatives = encode_prompts(encoder, list(CANONICAL_NEGATIVES))
+    expected = relevancy(feats, encode_prompts(encoder, ["car"])[0], negatives).numpy()
     occupied = street.occupancy[tuple(street.indices.T.astype(np.int64))] >= 0.5
     np.testing.assert_allclose(car.scores[occupied], expected[occupied], atol=1e-6, rtol=0)
     low = [_row_of(street, LOW_ON_CAR), _row_of(street, LOW_ALONE)]
