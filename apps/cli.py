@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_USAGE
     try:
         code = run(config)
-    except (Geo3dError, ValueError, FileExistsError) as exc:
+    except (Geo3dError, ValueError, OSError) as exc:  # OSError: unwritable outputs, full disk, ...
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

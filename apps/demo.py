@@ -96,12 +96,6 @@ def _picture(path: Path, field, size: tuple[int, int], *, color_by: str, preset:
     return save_screenshot(path, image, legend_image(field, colors, size[1], label=label))
 
 
-def _slug(text: str) -> str:
-    import re
-
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "query"
-
-
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
@@ -152,6 +146,7 @@ def run(config: Config) -> int:
     from geo3d_apps.occupancy_data import make_teacher, text_encoder
     from geo3d_apps.eval_occupancy import SHIPPED_CHECKPOINT
     from geo3d_apps.info import format_summary, summarize_capture
+    from geo3d_apps.query import unique_slugs
     from geo3d_apps.reconstruct import method_options, peak_memory_mb
 
     if config.width < 32 or config.height < 32:
@@ -161,6 +156,9 @@ def run(config: Config) -> int:
     if not config.queries or any(not q.strip() for q in config.queries):
         raise ValueError("give non-empty --queries")
     method_classes = {name: get_method(name) for name in config.methods}  # unknown names fail here
+    method_settings = {name: method_options(cls, config) for name, cls in method_classes.items()}
+    for settings in method_settings.values():
+        settings.check()  # bad options too, before any work
     total, timings = 5, {}
     start = time.perf_counter()
     out = Path(config.out)
@@ -188,7 +186,7 @@ def run(config: Config) -> int:
     fields, methods = {}, {}
     for name, method_cls in method_classes.items():
         m_start = time.perf_counter()
-        options = method_options(method_cls, config)
+        options = method_settings[name]
         field = method_cls(options, resources).reconstruct(capture, 0)
         seconds = time.perf_counter() - m_start
         path = field.save(out / f"{name}.field.npz")
@@ -223,8 +221,7 @@ def run(config: Config) -> int:
         f"{best}: zero-shot classes (bird's-eye view)": _picture(out / "classes.png", field, size, color_by="class",
                                                                   preset="bev").name,
     }
-    for result in results[best]:
-        slug = _slug(result.text)
+    for result, slug in zip(results[best], unique_slugs([r.text for r in results[best]])):
         field.export_ply(out / f"{best}.{slug}.ply", color_by="relevance",
                          relevance=_nan_to_zero(result.scores))
         pictures[f'{best}: "{result.text}" (bird\'s-eye view, answer in colour)'] = _picture(

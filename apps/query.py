@@ -47,11 +47,23 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "query"
 
 
+def unique_slugs(texts: list[str]) -> list[str]:
+    """A file-name-safe slug per text, distinct even when texts differ only in case or punctuation."""
+    slugs, seen = [], set()
+    for text in texts:
+        slug, number = _slug(text), 2
+        while slug in seen:
+            slug, number = f"{_slug(text)}-{number}", number + 1
+        seen.add(slug)
+        slugs.append(slug)
+    return slugs
+
+
 def export_paths(export: Path, texts: list[str]) -> list[Path]:
-    """One PLY path per query: ``export`` itself for one query, ``stem.<slug>.ply`` for several."""
+    """One PLY path per query: ``export`` itself for one query, ``stem.<slug>.ply`` for several (distinct)."""
     if len(texts) == 1:
         return [export]
-    return [export.with_name(f"{export.stem}.{_slug(t)}{export.suffix}") for t in texts]
+    return [export.with_name(f"{export.stem}.{slug}{export.suffix}") for slug in unique_slugs(texts)]
 
 
 def open_query(config: Config):
@@ -72,6 +84,37 @@ def open_query(config: Config):
     return field, query
 
 
+def _recoloured(field, rows, rgb):
+    """A copy of ``field`` whose feature voxels ``rows`` have the colours ``rgb`` (the others grey)."""
+    import numpy as np
+
+    colors = np.full((field.num_features, 3), 200, np.uint8)
+    colors[rows] = rgb
+    return type(field)(field.origin, field.voxel_size, field.frame, field.occupancy, field.indices, field.features,
+                       field.space, colors, field.labels, field.metadata)
+
+
+def _export(config: Config, field, query, results, texts, labels, mode: str) -> None:
+    """PLY files: per query the field coloured as ``geo3d view --query`` shows it (answering voxels in
+    viridis over their score range, the others grey); without queries, the segmentation's classes."""
+    from geo3d.fields.view import field_colors
+    from geo3d_apps.outputs import Outputs
+
+    with Outputs() as outputs:
+        if results:
+            for result, path in zip(results, export_paths(Path(config.export), texts)):
+                shown = field_colors(field, "relevance", result.scores, selected=result.selected,
+                                     occupancy_threshold=query.occupancy_threshold)
+                outputs.add(_recoloured(field, shown.rows, shown.rgb).export_ply(
+                    path, mode=mode, color_by="rgb", threshold=query.occupancy_threshold))
+        else:  # segmentation: colour by vocabulary class (palette colours 1..C)
+            from geo3d.structures.field import class_colors
+
+            shown = labels >= 0
+            outputs.add(_recoloured(field, shown.nonzero()[0], class_colors(labels[shown] + 1)).export_ply(
+                config.export, mode=mode, color_by="rgb", threshold=query.occupancy_threshold))
+
+
 def run(config: Config) -> int:
     import numpy as np
 
@@ -83,10 +126,13 @@ def run(config: Config) -> int:
         raise FieldError("give at least one query (geo3d query FIELD \"text\"), or --vocabulary a,b,c to segment")
     if config.top_k < 1:
         raise FieldError(f"--top-k must be >= 1, got {config.top_k}")
-    if config.export is not None and Path(config.export).suffix.lower() != ".ply":
-        raise FieldError(f"--export must end in .ply, got {str(config.export)!r}")
     if any(not t.strip() for t in texts):
         raise FieldError("a query is empty: give some text")
+    if config.export is not None:
+        from geo3d_apps.outputs import check_output
+
+        for path in export_paths(Path(config.export), texts or ["segmentation"]):
+            check_output(path, "--export", (".ply",))
     field, query = open_query(config)
     results = query(texts) if texts else []
     output: dict = {"field": str(config.field), "mode": query.mode, "threshold": query.threshold,
@@ -100,16 +146,7 @@ def run(config: Config) -> int:
         output["segmentation_voxels"] = segmentation
     mode = "cubes" if config.cubes else "points"
     if config.export is not None:
-        if results:
-            for result, path in zip(results, export_paths(Path(config.export), texts)):
-                relevance = np.nan_to_num(result.scores, nan=0.0)
-                field.export_ply(path, mode=mode, color_by="relevance", relevance=relevance,
-                                 threshold=query.occupancy_threshold)
-        else:  # segmentation: colour by vocabulary class (palette colours 1..C)
-            labelled = field.__class__(field.origin, field.voxel_size, field.frame, field.occupancy, field.indices,
-                                       field.features, field.space, field.colors, np.clip(labels + 1, 0, None),
-                                       field.metadata)
-            labelled.export_ply(config.export, mode=mode, color_by="class", threshold=query.occupancy_threshold)
+        _export(config, field, query, results, texts, labels if query.mode == "softmax" else None, mode)
         output["exported"] = [str(p) for p in export_paths(Path(config.export), texts or ["segmentation"])]
     if config.json:
         print(json.dumps(output, indent=2))

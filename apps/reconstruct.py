@@ -17,6 +17,12 @@ from typing import Any
 
 import tyro
 
+def _default_checkpoints() -> dict:
+    from geo3d_apps.eval_occupancy import SHIPPED_CHECKPOINT
+
+    return {"pop3d": SHIPPED_CHECKPOINT}
+
+
 CLIP_HELP = ("real images need a dense vision-language teacher: on a machine with internet, save a CLIP "
              "ViT-B/16 checkpoint in transformers format (e.g. `CLIPModel.from_pretrained("
              "'openai/clip-vit-base-patch16').save_pretrained(DIR)` plus its processor/tokenizer files), copy "
@@ -68,7 +74,10 @@ class Config:
     feature_dtype: str = "float16"
     """Stored feature precision, float16 | float32."""
     device: str = "cpu"
-    """Torch device of the computation."""
+    """Torch device of the network (pop3d); fusion runs on the CPU."""
+    option: tuple[str, ...] = ()
+    """Method options as KEY=VALUE (YAML values), e.g. --option ray_stride=4 depth_stride=1; for options a
+    method has that this command does not list (a method added to geo3d.fields.methods)."""
     ply: Path | None = None
     """Also export the field's occupied feature voxels as a point PLY coloured by RGB."""
     summary_json: Path | None = None
@@ -102,14 +111,15 @@ def load_capture(config: Config):
 def make_resources(config: Config, capture):
     """The :class:`~geo3d.fields.methods.Resources` of a run: text encoder, teacher (fusion), checkpoint."""
     from geo3d.fields.inputs import frame_at
-    from geo3d.fields.methods import Resources
+    from geo3d.fields.methods import Resources, get_method
     from geo3d.structures.field import FieldError
-    from geo3d_apps.eval_occupancy import SHIPPED_CHECKPOINT
     from geo3d_apps.occupancy_data import make_teacher, text_encoder
 
-    encoder = text_encoder(config.text_encoder)
+    method_cls = get_method(config.method)
+    encoder_spec = absolute_spec(config.text_encoder)
+    encoder = text_encoder(encoder_spec)
     teacher = None
-    if config.method == "fusion":
+    if "teacher" in method_cls.needs:
         spec = config.teacher
         if spec in ("auto", "label"):
             frame = frame_at(capture, config.frame)
@@ -122,15 +132,43 @@ def make_resources(config: Config, capture):
                                    confusion_rate=config.label_confusion_rate)
         except ValueError as error:
             raise FieldError(str(error)) from None
-    checkpoint = (config.checkpoint or SHIPPED_CHECKPOINT) if config.method == "pop3d" else None
-    return Resources(text_encoder=encoder, text_encoder_spec=config.text_encoder, teacher=teacher,
+    checkpoint = None
+    if "checkpoint" in method_cls.needs:
+        checkpoint = config.checkpoint or _default_checkpoints().get(config.method)
+    return Resources(text_encoder=encoder, text_encoder_spec=encoder_spec, teacher=teacher,
                      checkpoint=checkpoint, device=config.device)
 
 
-def method_options(method_cls, config: Config):
-    """The method's ``Options`` from the command's options of the same names."""
+def absolute_spec(spec: str) -> str:
+    """A text encoder spec with its checkpoint folder made absolute (``clip:./x`` -> ``clip:/abs/x``), so a
+    field's metadata still finds it from another working directory."""
+    kind, sep, rest = spec.partition(":")
+    if not sep or not rest:
+        return spec
+    head, sep2, path = rest.rpartition(":") if kind == "open_clip" else ("", "", rest)
+    return f"{kind}:{head}{sep2}{Path(path).expanduser().resolve()}"
+
+
+def method_options(method_cls, config):
+    """The method's ``Options`` from the command's options of the same names, then ``config.option``
+    (``KEY=VALUE`` strings, YAML values) for the others."""
+    import yaml
+
+    from geo3d.structures.field import FieldError
+
     names = {f.name for f in fields(method_cls.Options)}
-    return method_cls.Options(**{name: getattr(config, name) for name in names if hasattr(config, name)})
+    values = {name: getattr(config, name) for name in names if hasattr(config, name)}
+    for item in getattr(config, "option", ()):
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in names:
+            raise FieldError(f"--option {item!r}: expected KEY=VALUE with KEY one of the {method_cls.name!r} "
+                             f"options {sorted(names)}")
+        values[key] = yaml.safe_load(text)
+    try:
+        return method_cls.Options(**values)
+    except TypeError as error:
+        raise FieldError(f"invalid {method_cls.name!r} options: {error}") from None
 
 
 def peak_memory_mb() -> float:
@@ -187,26 +225,26 @@ def reconstruct(config: Config, capture=None):
 
 
 def run(config: Config) -> int:
-    from geo3d.structures.field import FieldError
     from geo3d.utils import atomic_write_text
+    from geo3d_apps.outputs import Outputs, check_output
 
-    out = Path(config.out)
-    if out.suffix != ".npz":
-        raise FieldError(f"--out must end in .npz, got {str(out)!r}")
-    if out.exists() and not config.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    if config.ply is not None and Path(config.ply).suffix.lower() != ".ply":
-        raise FieldError(f"--ply must end in .ply, got {str(config.ply)!r}")
+    out = check_output(config.out, "--out", (".npz",), overwrite=config.overwrite)
+    ply = None if config.ply is None else check_output(config.ply, "--ply", (".ply",), overwrite=config.overwrite)
+    summary_json = None if config.summary_json is None else check_output(config.summary_json, "--summary-json",
+                                                                         (".json",), overwrite=True)
     field, summary = reconstruct(config)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    field.save(out)
-    summary["file"] = str(out)
-    summary["file_mb"] = round(out.stat().st_size / 1e6, 2)
-    if config.ply is not None:
-        field.export_ply(config.ply, color_by="rgb" if field.colors is not None else "class")
-        summary["ply"] = str(config.ply)
-    if config.summary_json is not None:
-        atomic_write_text(config.summary_json, json.dumps(summary, indent=2))
+    with Outputs() as outputs:  # a failed write removes what this run wrote
+        out.parent.mkdir(parents=True, exist_ok=True)
+        outputs.add(field.save(out))
+        summary["file"] = str(out)
+        summary["file_mb"] = round(out.stat().st_size / 1e6, 2)
+        if ply is not None:
+            ply.parent.mkdir(parents=True, exist_ok=True)
+            outputs.add(field.export_ply(ply, color_by="rgb" if field.colors is not None else "class"))
+            summary["ply"] = str(ply)
+        if summary_json is not None:
+            summary_json.parent.mkdir(parents=True, exist_ok=True)
+            outputs.add(atomic_write_text(summary_json, json.dumps(summary, indent=2)))
     seconds = summary["seconds"]
     print(f"{out}: {summary['occupied_voxels']:,} occupied voxels, {summary['feature_voxels']:,} with "
           f"{field.feature_dim}-d features ({field.space}); {summary['file_mb']} MB; reconstruct "

@@ -39,7 +39,7 @@ class Config:
     preset: Literal["bev", "ego", "oblique"] = "oblique"
     """Camera: bird's-eye view, chase camera behind the ego origin, or a 3/4 view."""
     fit: Literal["content", "grid"] = "content"
-    """What bev / oblique frame: the shown voxels (1st..99th percentile box) or the whole grid."""
+    """What bev / oblique frame: the shown voxels (3rd..97th percentile box) or the whole grid."""
     screenshot: Path | None = None
     """Render headless to this .png (no window, no display needed) and print its path."""
     width: int = 1024

@@ -110,7 +110,8 @@ def resolve_geometry(frame: Frame, geometry: str) -> str:
     return "depth"
 
 
-def frame_points(frame: Frame, world2ref: np.ndarray, teacher, options: FusionOptions) -> FramePoints:
+def frame_points(frame: Frame, world2ref: np.ndarray, teacher, options: FusionOptions,
+                 progress: Progress | None = None) -> FramePoints:
     """Points of ``frame`` (``[N, 3]`` float64 in the reference ego frame), their ray origins ``[N, 3]``,
     view-averaged unit teacher features ``[N, D]`` (zero rows where no camera sees the point), mean
     colours ``[N, 3]`` in [0, 255] and ``[N]`` bool seen-by-a-camera."""
@@ -129,8 +130,10 @@ def frame_points(frame: Frame, world2ref: np.ndarray, teacher, options: FusionOp
     else:
         depths = [c.load_depth() for c in cameras]
         if any(d is None for d in depths):
-            raise FieldError(f"frame {frame.index}: geometry 'depth' needs a depth map for every camera "
-                             f"(missing for {[c.camera for c, d in zip(cameras, depths) if d is None]})")
+            why = ("the LiDAR sweep is empty and " if options.geometry == "auto" and frame.lidar
+                   else "geometry 'depth' needs a depth map for every camera; ")
+            raise FieldError(f"frame {frame.index}: {why}cameras "
+                             f"{[c.camera for c, d in zip(cameras, depths) if d is None]} have no depth map")
         if len({d.shape for d in depths}) > 1:
             raise FieldError(f"frame {frame.index}: depth maps of different sizes")
         depth = torch.from_numpy(np.stack(depths).astype(np.float64))
@@ -162,6 +165,8 @@ def frame_points(frame: Frame, world2ref: np.ndarray, teacher, options: FusionOp
         pixel = uv[rows].round().long()
         color_sum[rows] += image[pixel[:, 1].clamp(0, cam.height - 1), pixel[:, 0].clamp(0, cam.width - 1)]
         views[rows] += 1
+        if progress is not None:
+            progress(f"frame {frame.index}: cameras", c + 1, len(cameras))
     seen = views > 0
     features = F.normalize(feature_sum, dim=1, eps=1e-12)
     colors = color_sum / views.clamp(min=1)[:, None]
@@ -176,7 +181,7 @@ def class_labels(features: torch.Tensor, text_encoder) -> np.ndarray:
 
     if len(features) == 0:
         return np.zeros(0, np.int16)
-    classes = encode_classes(text_encoder, SYNTHETIC_CLASS_PHRASES).float()
+    classes = encode_classes(text_encoder, SYNTHETIC_CLASS_PHRASES).float().cpu()
     return ((features.float() @ classes.T).argmax(1) + 1).numpy().astype(np.int16)
 
 
@@ -186,6 +191,7 @@ class FusionMethod(ReconstructionMethod):
     summary = ("training-free: LiDAR or depth geometry, dense teacher features projected into the voxels "
                "and averaged over views (POP-3D's projection baseline)")
     Options = FusionOptions
+    needs = ("teacher",)
 
     def _teacher(self, capture: Capture):
         teacher = self.resources.teacher
@@ -217,7 +223,7 @@ class FusionMethod(ReconstructionMethod):
         start = time.perf_counter()
         parts = []
         for done, frame in enumerate(frames):
-            parts.append(frame_points(frame, world2ref, teacher, options))
+            parts.append(frame_points(frame, world2ref, teacher, options, progress))
             if progress is not None:
                 progress("fusing frames", done + 1, len(frames))
         points = torch.cat([p.points for p in parts])

@@ -13,6 +13,7 @@ splatting) plugs in with :func:`register_method` and needs no change to the app:
         name = "mine"
         summary = "What it does."
         Options = MyOptions
+        needs = ("teacher",)            # resources to build besides the text encoder
 
         def reconstruct(self, capture, frame_index, progress=None):
             ...
@@ -64,6 +65,9 @@ class ReconstructionMethod(abc.ABC):
     name: ClassVar[str]
     summary: ClassVar[str]
     Options: ClassVar[type]
+    needs: ClassVar[tuple[str, ...]] = ()
+    """The :class:`Resources` the method reads besides ``text_encoder`` (``"teacher"``, ``"checkpoint"``),
+    so that a caller builds only those."""
 
     def __init__(self, options: Any = None, resources: Resources | None = None) -> None:
         options = self.Options() if options is None else options

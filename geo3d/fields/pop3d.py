@@ -150,6 +150,7 @@ class Pop3dMethod(ReconstructionMethod):
     name = "pop3d"
     summary = "the feed-forward occupancy + language network (POP-3D style) from the images of one frame"
     Options = Pop3dOptions
+    needs = ("checkpoint",)
 
     def __init__(self, options=None, resources=None) -> None:
         super().__init__(options, resources)
@@ -186,11 +187,18 @@ class Pop3dMethod(ReconstructionMethod):
         if threshold is None:
             threshold = float(checkpoint.extra.get("threshold", 0.0))
         start = time.perf_counter()
+
+        def step(done: int) -> None:  # 4 steps: inputs, network, feature voxels, features and colours
+            if progress is not None:
+                progress("pop3d", done, 4)
+
         images, K, cam2ego = network_inputs(frame, net.config.image_size)
+        step(1)
         device = self.resources.device
         with torch.no_grad():
             out = net(images[None].to(device), K[None].to(device), cam2ego[None].to(device))
             logits = out.occupancy_logits[0].cpu()
+            step(2)
             occupied = logits > threshold
             chosen = occupied
             if options.features_on == "visible":
@@ -198,9 +206,8 @@ class Pop3dMethod(ReconstructionMethod):
                                         options.ray_stride)
             elif options.features_on == "surface":
                 chosen = surface_mask(occupied)
+            step(3)
             features = net.dense_language_features(out, chosen[None].to(device)).cpu().float()
-        if progress is not None:
-            progress("network", 1, 1)
         spec = net.config.output_grid
         index = torch.nonzero(chosen)
         centers = torch.tensor(spec.lower) + (index.double() + 0.5) * spec.voxel_size
@@ -212,11 +219,13 @@ class Pop3dMethod(ReconstructionMethod):
             "timestamp": frame.timestamp, "text_encoder": checkpoint.extra.get("text_encoder", "minilm"),
             "checkpoint": str(self.resources.checkpoint), "threshold_logit": threshold,
             "options": self.options_dict(), "cameras": list(frame.cameras),
-            "seconds": round(time.perf_counter() - start, 3),
         }
+        colors = voxel_colors(frame, centers.float())
+        step(4)
+        metadata["seconds"] = round(time.perf_counter() - start, 3)
         return OpenVocabField(origin=spec.lower, voxel_size=spec.voxel_size, frame="ego", occupancy=occupancy,
                               indices=index.numpy(), features=features.numpy().astype(options.feature_dtype),
                               space=space or (encoder.space if encoder is not None else "unknown"),
-                              colors=voxel_colors(frame, centers.float()),
+                              colors=colors,
                               labels=class_labels(features, encoder) if encoder is not None else None,
                               metadata=metadata)

@@ -278,15 +278,15 @@ class FieldQuery:
         if mode == "relevancy":
             if vocabulary:
                 raise FieldError("a vocabulary is only used by mode 'softmax'")
-            self._negatives = encode_prompts(encoder, check_texts(list(negatives), "negatives"), templates)
+            self._negatives = encode_prompts(encoder, check_texts(list(negatives), "negatives"), templates).cpu()
         else:
             if not vocabulary:
                 raise FieldError("mode 'softmax' needs a vocabulary of at least one class phrase")
             self.vocabulary = check_texts(list(vocabulary), "vocabulary")
-            self._vocabulary = encode_prompts(encoder, self.vocabulary, templates)
+            self._vocabulary = encode_prompts(encoder, self.vocabulary, templates).float().cpu()
 
     def _embed(self, texts: list[str]) -> torch.Tensor:
-        return encode_prompts(self.encoder, texts, self.templates)
+        return encode_prompts(self.encoder, texts, self.templates).detach().float().cpu()
 
     def _scores(self, texts: list[str], queries: torch.Tensor) -> np.ndarray:
         vocabulary = None
@@ -336,12 +336,14 @@ class FieldQuery:
 
     def segment(self) -> tuple[np.ndarray, np.ndarray]:
         """Zero-shot segmentation over the vocabulary (``"softmax"`` mode): ``[M]`` int64 class index
-        into :attr:`vocabulary` (-1 below the occupancy threshold) and ``[M]`` float32 its probability."""
+        into :attr:`vocabulary` (-1 below the occupancy threshold, or where the class's probability is
+        below :attr:`threshold`) and ``[M]`` float32 its probability."""
         if self.mode != "softmax":
             raise FieldError("segment() needs mode 'softmax' with a vocabulary")
         probs = torch.softmax(self._features @ self._vocabulary.float().T / SOFTMAX_TEMPERATURE, dim=1)
         best, labels = probs.max(dim=1) if len(probs) else (torch.zeros(0), torch.zeros(0, dtype=torch.int64))
-        return (np.where(self.active, labels.numpy(), -1).astype(np.int64),
+        keep = self.active & (best.numpy() >= self.threshold)
+        return (np.where(keep, labels.numpy(), -1).astype(np.int64),
                 np.where(self.active, best.numpy(), np.nan).astype(np.float32))
 
 

@@ -148,7 +148,7 @@ def camera_view(field: OpenVocabField, preset: str = "oblique", aspect: float = 
             half-size ahead), ``"oblique"`` (the grid's bounding sphere seen from behind-left, above).
         aspect: image width / height (the ``"bev"`` and ``"oblique"`` distances fit both directions).
         fov_deg: vertical field of view, degrees.
-        fit: ``"grid"`` frames the whole grid; ``"content"`` frames the shown voxels (1st..99th
+        fit: ``"grid"`` frames the whole grid; ``"content"`` frames the shown voxels (3rd..97th
             percentile box of their centres; the oblique view then fits the box's footprint rather than
             its bounding sphere), closer when the scene fills part of the grid.
     """

@@ -81,12 +81,23 @@ def test_query_prints_objects_and_exports_relevance_ply(fusion_field, tmp_path, 
     import trimesh
 
     out = tmp_path / "answer.ply"
-    assert main(["query", str(fusion_field), "car", "building", "--export", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["query", str(fusion_field), "car", "building", "Car", "--export", str(out), "--json"]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert main(["query", str(fusion_field), "car", "--top-k", "2"]) == 0
     text = capsys.readouterr().out
-    assert '"car":' in text and "objects found" in text or "object found" in text
-    for name in ("answer.car.ply", "answer.building.ply"):
-        cloud = trimesh.load(tmp_path / name)
-        assert len(cloud.vertices) == OpenVocabField.load(fusion_field).num_occupied() or len(cloud.vertices) > 100
+    assert text.startswith('"car": ') and " found (" in text and "  1. centre (" in text
+    field = OpenVocabField.load(fusion_field)
+    shown = field.occupancy[tuple(field.indices.T.astype(np.int64))] >= 0.5
+    names = ["answer.car.ply", "answer.building.ply", "answer.car-2.ply"]  # "Car" does not overwrite "car"
+    assert answer["exported"] == [str(tmp_path / n) for n in names]
+    clouds = [trimesh.load(tmp_path / n) for n in names]
+    for query, cloud in zip(answer["queries"], clouds):
+        assert len(cloud.vertices) == int(shown.sum())
+        colors = np.asarray(cloud.visual.vertex_colors)[:, :3].astype(int)
+        coloured = (colors.max(1) - colors.min(1)) > 40  # answering voxels in viridis, the rest grey
+        assert coloured.sum() == query["voxels"] > 0
+    assert not np.array_equal(clouds[0].visual.vertex_colors, clouds[1].visual.vertex_colors)
 
 
 def test_vocabulary_segmentation_counts_every_feature_voxel(fusion_field, capsys):
@@ -118,7 +129,51 @@ def test_bad_input_exits_non_zero_with_the_problem_named(args, message, fusion_f
     assert main(filled) != 0
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and message in errors[0].lower(), errors
-    assert not (tmp_path / "f.npz").exists() and not list(tmp_path.glob("*.tmp"))
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_unwritable_outputs_are_refused_before_the_work_and_failed_writes_leave_nothing(
+        capture_dir, fusion_field, tmp_path, capsys, monkeypatch):
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "folder.npz").mkdir()
+    cases = [
+        (["reconstruct", str(capture_dir), "--out", str(tmp_path / "folder.npz")], "is a folder"),
+        (["reconstruct", str(capture_dir), "--out", str(tmp_path / "f.npz"), "--summary-json",
+          str(tmp_path / "a-file" / "s.json")], "cannot write"),
+        (["query", str(fusion_field), "car", "--export", str(tmp_path / "folder.npz" / "..")], ".ply"),
+    ]
+    for args, message in cases:
+        capsys.readouterr()
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "f.npz").exists()
+    # a write that fails after the field was saved: the field is removed again, one-line error
+    import geo3d.utils
+
+    def failing(path, text):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(geo3d.utils, "atomic_write_text", failing)
+    out = tmp_path / "g.npz"
+    capsys.readouterr()
+    code = main(["reconstruct", str(capture_dir), "--out", str(out), "--geometry", "lidar",
+                 "--summary-json", str(tmp_path / "s.json")])
+    err = capsys.readouterr().err
+    assert code == 1 and "No space left" in err and "Traceback" not in err
+    assert not out.exists() and not (tmp_path / "s.json").exists()
+
+
+def test_method_options_by_key_value(capture_dir, tmp_path, capsys):
+    out = tmp_path / "p.npz"
+    assert main(["reconstruct", str(capture_dir), "--method", "pop3d", "--out", str(out),
+                 "--option", "ray_stride=4", "features_on=surface"]) == 0
+    options = OpenVocabField.load(out).metadata["options"]
+    assert options["ray_stride"] == 4 and options["features_on"] == "surface"
+    capsys.readouterr()
+    assert main(["reconstruct", str(capture_dir), "--method", "pop3d", "--out", str(tmp_path / "q.npz"),
+                 "--option", "depth_stride=2"]) == 1
+    assert "depth_stride=2" in capsys.readouterr().err and not (tmp_path / "q.npz").exists()
 
 
 def test_query_refuses_a_field_from_another_text_space(fusion_field, tmp_path, capsys):
