@@ -37,6 +37,8 @@ class Config:
     """Print the results as JSON (stdout) instead of text."""
     text_encoder: str | None = None
     """Text encoder spec; default the one recorded in the field (it must give the field's space)."""
+    negatives: str = "object,things,stuff,texture"
+    """Relevancy mode: comma-separated negative phrases every query is compared against (LERF's canonical set)."""
     occupancy_threshold: float = 0.5
     """Occupancy probability a voxel needs to be considered."""
     connectivity: int = 26
@@ -79,8 +81,10 @@ def open_query(config: Config):
     if config.vocabulary is not None:
         vocabulary = [v.strip() for v in config.vocabulary.split(",")]
     mode = "softmax" if vocabulary is not None else "relevancy"
+    negatives = [n.strip() for n in config.negatives.split(",")]
     query = FieldQuery(field, encoder, mode=mode, vocabulary=vocabulary, threshold=config.threshold,
-                       occupancy_threshold=config.occupancy_threshold, connectivity=config.connectivity)
+                       negatives=negatives, occupancy_threshold=config.occupancy_threshold,
+                       connectivity=config.connectivity)
     return field, query
 
 

@@ -176,6 +176,17 @@ def test_method_options_by_key_value(capture_dir, tmp_path, capsys):
     assert "depth_stride=2" in capsys.readouterr().err and not (tmp_path / "q.npz").exists()
 
 
+def test_negative_phrases_are_the_users_choice(fusion_field, capsys):
+    field = OpenVocabField.load(fusion_field)
+    active = int((field.occupancy[tuple(field.indices.T.astype(np.int64))] >= 0.5).sum())
+    capsys.readouterr()
+    # the query against itself as the only negative: relevancy sigmoid(0) = 0.5 everywhere, all voxels answer
+    assert main(["query", str(fusion_field), "road", "--negatives", "road", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["queries"][0]["voxels"] == active
+    assert main(["query", str(fusion_field), "road", "--negatives", "object,,stuff"]) == 1
+    assert "negatives" in capsys.readouterr().err
+
+
 def test_query_refuses_a_field_from_another_text_space(fusion_field, tmp_path, capsys):
     field = OpenVocabField.load(fusion_field)
     field.space = "clip:some-other-model"
@@ -216,11 +227,17 @@ def _no_cameras(data, folder):
     data["frames"][0]["cameras"] = {}
 
 
+def _inconsistent_size(data, folder):
+    camera = next(iter(data["frames"][0]["cameras"].values()))
+    camera["width"], camera["height"] = camera["width"] // 2, camera["height"] // 2
+
+
 @pytest.mark.parametrize("edit, extra, message", [
     (_nan_pose, [], "nan"),
     (_missing_image, [], "not found"),
     (_empty_lidar, ["--geometry", "lidar"], "empty"),
     (_no_cameras, [], "no cameras"),
+    (_inconsistent_size, ["--method", "pop3d"], "cannot load its image"),
 ])
 def test_reconstruct_rejects_broken_captures_before_writing(edit, extra, message, capture_dir, tmp_path, capsys):
     broken = _broken_capture(capture_dir, tmp_path, edit)
