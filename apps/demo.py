@@ -146,7 +146,8 @@ def run(config: Config) -> int:
     from geo3d_apps.occupancy_data import make_teacher, text_encoder
     from geo3d_apps.eval_occupancy import SHIPPED_CHECKPOINT
     from geo3d_apps.info import format_summary, summarize_capture
-    from geo3d_apps.query import unique_slugs
+    from geo3d.fields.view import field_colors
+    from geo3d_apps.query import recoloured, unique_slugs
     from geo3d_apps.reconstruct import method_options, peak_memory_mb
 
     if config.width < 32 or config.height < 32:
@@ -222,8 +223,8 @@ def run(config: Config) -> int:
                                                                   preset="bev").name,
     }
     for result, slug in zip(results[best], unique_slugs([r.text for r in results[best]])):
-        field.export_ply(out / f"{best}.{slug}.ply", color_by="relevance",
-                         relevance=_nan_to_zero(result.scores))
+        shown = field_colors(field, "relevance", result.scores, selected=result.selected)
+        recoloured(field, shown.rows, shown.rgb).export_ply(out / f"{best}.{slug}.ply", color_by="rgb")
         pictures[f'{best}: "{result.text}" (bird\'s-eye view, answer in colour)'] = _picture(
             out / f"query-{slug}.png", field, size, color_by="relevance", preset="bev", result=result).name
     timings["export_s"] = time.perf_counter() - t
@@ -240,12 +241,6 @@ def run(config: Config) -> int:
     print(f"done in {timings['total']:.0f} s: {out / 'report.md'} (fields, PLY files and pictures in {out})",
           file=sys.stdout)
     return 0
-
-
-def _nan_to_zero(values):
-    import numpy as np
-
-    return np.nan_to_num(values, nan=0.0)
 
 
 def _json_ready(value):

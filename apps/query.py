@@ -88,7 +88,7 @@ def open_query(config: Config):
     return field, query
 
 
-def _recoloured(field, rows, rgb):
+def recoloured(field, rows, rgb):
     """A copy of ``field`` whose feature voxels ``rows`` have the colours ``rgb`` (the others grey)."""
     import numpy as np
 
@@ -109,13 +109,13 @@ def _export(config: Config, field, query, results, texts, labels, mode: str) -> 
             for result, path in zip(results, export_paths(Path(config.export), texts)):
                 shown = field_colors(field, "relevance", result.scores, selected=result.selected,
                                      occupancy_threshold=query.occupancy_threshold)
-                outputs.add(_recoloured(field, shown.rows, shown.rgb).export_ply(
+                outputs.add(recoloured(field, shown.rows, shown.rgb).export_ply(
                     path, mode=mode, color_by="rgb", threshold=query.occupancy_threshold))
         else:  # segmentation: colour by vocabulary class (palette colours 1..C)
             from geo3d.structures.field import class_colors
 
             shown = labels >= 0
-            outputs.add(_recoloured(field, shown.nonzero()[0], class_colors(labels[shown] + 1)).export_ply(
+            outputs.add(recoloured(field, shown.nonzero()[0], class_colors(labels[shown] + 1)).export_ply(
                 config.export, mode=mode, color_by="rgb", threshold=query.occupancy_threshold))
 
 
