@@ -12,16 +12,14 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 _SUBPACKAGES = (
-    "cameras", "errors", "fields", "geometry", "io", "language", "models", "nn", "occupancy", "points", "sdf",
-    "structures",
-    "synthetic", "training", "utils", "voxels",
+    "cameras", "errors", "fields", "geometry", "io", "language", "models", "nn", "occupancy", "points", "render",
+    "sdf", "structures", "synthetic", "training", "utils", "voxels",
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from geo3d import (  # noqa: F401
-        cameras, errors, fields, geometry, io, language, models, nn, occupancy, points, sdf, structures, synthetic,
-        training,
-        utils, voxels,
+        cameras, errors, fields, geometry, io, language, models, nn, occupancy, points, render, sdf, structures,
+        synthetic, training, utils, voxels,
     )
 
 

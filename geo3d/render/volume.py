@@ -12,8 +12,9 @@ of length ``delta_i = t_end_i - t_start_i`` with a constant density ``sigma_i`` 
 
 Units: ``t`` is a distance along the ray in metres when ``d`` has unit length (geo3d's ``Rays`` do), and
 ``sigma`` is then in 1/metre. With non-unit directions pass ``t * |d|``; otherwise ``sigma`` is per unit
-of ``t`` and depths come out in units of ``t``. ``depth`` is that distance along the ray, not z-depth:
-multiply by ``Rays.z_per_unit`` for a z-depth map (docs/conventions.md).
+of ``t`` and distances come out in units of ``t``. ``distance`` is the distance along the ray, not
+z-depth (``depth`` in geo3d means z-depth): multiply by ``Rays.z_per_unit`` for a z-depth map
+(docs/conventions.md).
 
 Two layouts of samples (``docs/render.md``):
 
@@ -78,14 +79,14 @@ class RenderedRays(NamedTuple):
         features: ``[R, C]`` ``sum_i w_i c_i`` (RGB when the values are colours), plus
             ``(1 - opacity) * background`` when a background is given.
         opacity: ``[R, 1]`` ``sum_i w_i`` in [0, 1].
-        depth: ``[R, 1]`` expected stopping distance along the ray ``sum_i w_i (t_start_i + t_end_i) / 2``
+        distance: ``[R, 1]`` expected stopping distance along the ray ``sum_i w_i (t_start_i + t_end_i) / 2``
             in the units of ``t`` (metres for unit directions); divided by the opacity when asked.
         weights: per-sample ``w_i`` (``[R, S]`` or ``[N]``), for losses and resampling.
     """
 
     features: Tensor
     opacity: Tensor
-    depth: Tensor
+    distance: Tensor
     weights: Tensor
 
 
@@ -281,8 +282,8 @@ def transmittance_from_alpha(alphas: Tensor, ray_indices: Tensor | None = None, 
     if not packed:
         return torch.cumprod(tF.pad(1.0 - alphas, (1, 0), value=1.0)[..., :-1], dim=-1)
     alphas64 = alphas.to(torch.float64).clamp(max=1.0 - torch.finfo(torch.float64).eps)
-    depth = _packed_exclusive_cumsum(-torch.log1p(-alphas64), ray_indices, n_rays, None)
-    return torch.exp(-depth).to(alphas.dtype)
+    optical = _packed_exclusive_cumsum(-torch.log1p(-alphas64), ray_indices, n_rays, None)
+    return torch.exp(-optical).to(alphas.dtype)
 
 
 def render_weights_from_alpha(alphas: Tensor, ray_indices: Tensor | None = None, n_rays: int | None = None, *,
@@ -371,31 +372,31 @@ def accumulate_along_rays(weights: Tensor, values: Tensor | None = None, ray_ind
 
 def render_rays(t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, values: Tensor, ray_indices: Tensor | None = None,
                 n_rays: int | None = None, *, background: Tensor | float | None = None,
-                normalize_depth: bool = False, backend: str = "torch", check: bool = True) -> RenderedRays:
-    """Composite per-sample densities and values into per-ray features, opacity and depth.
+                normalize_distance: bool = False, backend: str = "torch", check: bool = True) -> RenderedRays:
+    """Composite per-sample densities and values into per-ray features, opacity and expected distance.
 
     ``features = sum_i T_i (1 - exp(-sigma_i delta_i)) c_i + (1 - opacity) * background``,
-    ``opacity = sum_i w_i``, ``depth = sum_i w_i (t_start_i + t_end_i) / 2`` (divided by ``opacity`` when
-    ``normalize_depth``; 0 where the opacity is 0).
+    ``opacity = sum_i w_i``, ``distance = sum_i w_i (t_start_i + t_end_i) / 2`` (divided by ``opacity`` when
+    ``normalize_distance``; 0 where the opacity is 0).
 
     Args:
         t_starts, t_ends, sigmas, ray_indices, n_rays, backend, check: as in :func:`render_weights_from_density`
             (padded ``[R, S]`` or packed ``[N]``).
         values: ``[R, S, C]`` or ``[N, C]`` per-sample values (colours, features).
         background: None (black), a float, or a tensor broadcastable to ``[R, C]`` (``[C]`` or ``[R, C]``).
-        normalize_depth: return the expected depth of the rays that stop, not the unnormalised sum.
+        normalize_distance: return the expected distance of the rays that stop, not the unnormalised sum.
 
     Returns:
-        ``RenderedRays(features [R, C], opacity [R, 1], depth [R, 1], weights)``.
+        ``RenderedRays(features [R, C], opacity [R, 1], distance [R, 1], weights)``.
     """
     weights = render_weights_from_density(t_starts, t_ends, sigmas, ray_indices, n_rays,
                                           backend=backend, check=check).weights
     features = accumulate_along_rays(weights, values, ray_indices, n_rays, check=check)
     opacity = accumulate_along_rays(weights, None, ray_indices, n_rays, check=False)
     midpoints = (t_starts + t_ends)[..., None] / 2
-    depth = accumulate_along_rays(weights, midpoints, ray_indices, n_rays, check=False)
-    if normalize_depth:
-        depth = depth / opacity.clamp_min(torch.finfo(opacity.dtype).tiny)
+    distance = accumulate_along_rays(weights, midpoints, ray_indices, n_rays, check=False)
+    if normalize_distance:
+        distance = distance / opacity.clamp_min(torch.finfo(opacity.dtype).tiny)
     if background is not None:
         if isinstance(background, Real) and not isinstance(background, bool):
             background = torch.tensor(float(background), dtype=features.dtype, device=features.device)
@@ -408,4 +409,4 @@ def render_rays(t_starts: Tensor, t_ends: Tensor, sigmas: Tensor, values: Tensor
             raise RenderError(f"background must broadcast to features {list(features.shape)} on {features.device}, "
                               f"got {list(background.shape)} on {background.device}")
         features = features + (1.0 - opacity) * background
-    return RenderedRays(features, opacity, depth, weights)
+    return RenderedRays(features, opacity, distance, weights)

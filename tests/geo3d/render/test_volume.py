@@ -77,13 +77,13 @@ def test_constant_density_slab_closed_forms(packed):
         if packed:  # keep only the samples inside the slab: skipping empty space changes nothing
             keep = sigmas[0] > 0
             args = (t_starts[0, keep], t_ends[0, keep], sigmas[0, keep], values[0, keep])
-            out = render_rays(*args, torch.zeros(int(keep.sum()), dtype=torch.int64), 1, normalize_depth=True)
+            out = render_rays(*args, torch.zeros(int(keep.sum()), dtype=torch.int64), 1, normalize_distance=True)
         else:
-            out = render_rays(t_starts, t_ends, sigmas, values, normalize_depth=True)
+            out = render_rays(t_starts, t_ends, sigmas, values, normalize_distance=True)
         opacity = -math.expm1(-sigma * (b - a))
         assert out.opacity.item() == pytest.approx(opacity, abs=1e-12)
         torch.testing.assert_close(out.features[0], color * opacity, atol=1e-12, rtol=0)
-        errors.append(abs(out.depth.item() - truncated_exponential_mean(sigma, a, b - a)))
+        errors.append(abs(out.distance.item() - truncated_exponential_mean(sigma, a, b - a)))
     # midpoint rule inside each interval: error ~ sigma delta^2 / 12, so 100x smaller for 10x the samples
     assert errors[1] < 1e-6 and errors[1] < errors[0] / 50, errors
 
@@ -97,7 +97,7 @@ def test_sphere_of_constant_density_chord_lengths():
     midpoints = directions[:, None, :] * ((t_starts + t_ends) / 2)[..., None]
     sigmas = torch.where((midpoints - centre).norm(dim=-1) < radius, sigma, 0.0)
     values = torch.ones(len(impact), count, 1, dtype=F64)
-    out = render_rays(t_starts, t_ends, sigmas, values, normalize_depth=True)
+    out = render_rays(t_starts, t_ends, sigmas, values, normalize_distance=True)
 
     half_chord = (radius**2 - impact**2).clamp(min=0).sqrt()
     expected = -torch.expm1(-sigma * 2 * half_chord)
@@ -107,8 +107,8 @@ def test_sphere_of_constant_density_chord_lengths():
     entry = 5 * (directions[:, 2] * 1.0) - half_chord  # |c| cos(theta) - half chord (c on the z axis)
     mean = [truncated_exponential_mean(sigma, entry[i].item(), 2 * half_chord[i].item()) for i in range(len(impact))
             if hits[i]]
-    torch.testing.assert_close(out.depth[hits, 0], torch.tensor(mean, dtype=F64), atol=2 * delta, rtol=0)
-    assert out.depth[~hits].eq(0).all() and out.opacity[~hits].eq(0).all()
+    torch.testing.assert_close(out.distance[hits, 0], torch.tensor(mean, dtype=F64), atol=2 * delta, rtol=0)
+    assert out.distance[~hits].eq(0).all() and out.opacity[~hits].eq(0).all()
 
 
 def test_weights_sum_to_opacity_and_transmittance_is_what_is_left():
@@ -151,7 +151,7 @@ def test_empty_rays_and_samples():
     empty = torch.zeros(0, dtype=F64)
     out = render_rays(empty, empty, empty, torch.zeros(0, 3, dtype=F64), torch.zeros(0, dtype=torch.int64), 4,
                       background=torch.tensor([0.1, 0.2, 0.3], dtype=F64))
-    assert out.features.shape == (4, 3) and out.opacity.eq(0).all() and out.depth.eq(0).all()
+    assert out.features.shape == (4, 3) and out.opacity.eq(0).all() and out.distance.eq(0).all()
     torch.testing.assert_close(out.features, torch.tensor([[0.1, 0.2, 0.3]], dtype=F64).expand(4, 3))
     zero_samples = torch.zeros(2, 0, dtype=F64)
     out = render_rays(zero_samples, zero_samples, zero_samples, torch.zeros(2, 0, 5, dtype=F64))
@@ -163,15 +163,15 @@ def test_background_and_depth_normalisation():
     sigmas = torch.tensor([[0.0] * 4, [1e4] * 4, [0.5] * 4], dtype=F64)  # empty, opaque, half-transparent
     values = torch.full((3, 4, 3), 0.5, dtype=F64)
     background = torch.tensor([1.0, 0.0, 0.25], dtype=F64)
-    out = render_rays(t_starts, t_ends, sigmas, values, background=background, normalize_depth=True)
+    out = render_rays(t_starts, t_ends, sigmas, values, background=background, normalize_distance=True)
     torch.testing.assert_close(out.features[0], background)
     torch.testing.assert_close(out.features[1], values[1, 0])
     torch.testing.assert_close(out.features[2], 0.5 * out.opacity[2] + (1 - out.opacity[2]) * background)
-    assert out.depth[0] == 0 and out.depth[1].item() == pytest.approx(1.125)
+    assert out.distance[0] == 0 and out.distance[1].item() == pytest.approx(1.125)
     scalar = render_rays(t_starts, t_ends, sigmas, values, background=1.0)
     torch.testing.assert_close(scalar.features[0], torch.ones(3, dtype=F64))
-    unnormalised = render_rays(t_starts, t_ends, sigmas, values).depth
-    torch.testing.assert_close(unnormalised, out.depth * out.opacity)
+    unnormalised = render_rays(t_starts, t_ends, sigmas, values).distance
+    torch.testing.assert_close(unnormalised, out.distance * out.opacity)
 
 
 # ------------------------------------------------------------------------------- packed == padded
@@ -185,10 +185,10 @@ def test_packed_equals_padded_with_ragged_counts(seed):
         for name in ("sigmas", "values", "t_ends"):
             args[name].requires_grad_(True)
     background = torch.tensor([0.3, 0.6, 0.9], dtype=F64)
-    outs = [render_rays(**args, background=background, normalize_depth=True) for args in (padded, packed)]
+    outs = [render_rays(**args, background=background, normalize_distance=True) for args in (padded, packed)]
     weights = [render_weights_from_density(a["t_starts"], a["t_ends"], a["sigmas"], a.get("ray_indices"),
                                            a.get("n_rays")) for a in (padded, packed)]
-    for field in ("features", "opacity", "depth"):
+    for field in ("features", "opacity", "distance"):
         torch.testing.assert_close(getattr(outs[1], field), getattr(outs[0], field), atol=1e-12, rtol=1e-10)
     for a, b in zip(weights[0], weights[1]):
         torch.testing.assert_close(b, a[mask], atol=1e-12, rtol=1e-10)
@@ -196,7 +196,7 @@ def test_packed_equals_padded_with_ragged_counts(seed):
     probes = [torch.randn(outs[0].features.shape, generator=gen, dtype=F64), torch.randn(len(counts), 1, dtype=F64)]
     grads = []
     for args, out in zip((padded, packed), outs):
-        loss = (out.features * probes[0]).sum() + (out.opacity * probes[1]).sum() + (out.depth * probes[1]).sum()
+        loss = (out.features * probes[0]).sum() + (out.opacity * probes[1]).sum() + (out.distance * probes[1]).sum()
         grads.append(torch.autograd.grad(loss, [args["sigmas"], args["values"], args["t_ends"]]))
     for padded_grad, packed_grad in zip(*grads):
         torch.testing.assert_close(packed_grad, padded_grad[mask], atol=1e-11, rtol=1e-9)
@@ -234,9 +234,9 @@ def test_gradcheck_padded_and_packed():
 
         def rendered(t_starts, t_ends, sigmas, values, background):
             # check=False: gradcheck moves the zero-length padding intervals to t_end < t_start
-            out = render_rays(t_starts, t_ends, sigmas, values, *index, background=background, normalize_depth=True,
+            out = render_rays(t_starts, t_ends, sigmas, values, *index, background=background, normalize_distance=True,
                               check=False)
-            return out.features, out.opacity, out.depth
+            return out.features, out.opacity, out.distance
 
         assert torch.autograd.gradcheck(rendered, (*inputs, background))
         alphas = (args["sigmas"] / 5 + 0.1).requires_grad_(True)
@@ -294,9 +294,9 @@ def test_cuda_matches_cpu(backend):
         _nerfacc()
     padded, packed, mask = ragged(9, [5, 0, 40, 7, 1], dtype=torch.float32)
     for args in (padded, packed):
-        cpu = render_rays(**args, normalize_depth=True)
+        cpu = render_rays(**args, normalize_distance=True)
         cuda_args = {k: v.cuda() if isinstance(v, torch.Tensor) else v for k, v in args.items()}
-        gpu = render_rays(**cuda_args, normalize_depth=True, backend=backend)
+        gpu = render_rays(**cuda_args, normalize_distance=True, backend=backend)
         assert gpu.features.device.type == "cuda"
         for a, b in zip(cpu, gpu):
             torch.testing.assert_close(b.cpu(), a, atol=1e-5, rtol=1e-5)
