@@ -1,8 +1,24 @@
-"""Rendering ops. :mod:`geo3d.render.volume`: volume rendering along rays (transmittance, sample weights,
-compositing) for padded ``[R, S]`` and packed ``[N]`` samples, pure PyTorch with an optional nerfacc
-back-end. Maths, conventions and the API table: ``docs/render.md``.
+"""Rendering ops, pure PyTorch with optional nerfacc back-ends (maths, conventions, API: ``docs/render.md``).
+
+- :mod:`geo3d.render.volume`: volume rendering along rays (transmittance, sample weights, compositing)
+  for padded ``[R, S]`` and packed ``[N]`` samples.
+- :mod:`geo3d.render.samplers`: samples along rays (uniform, stratified, disparity, importance /
+  inverse-CDF), ray-box intersection, scene contraction for unbounded scenes, padded -> packed.
 """
 
+from geo3d.render.samplers import (
+    CONTRACTIONS,
+    AABBIntersection,
+    Intervals,
+    PackedIntervals,
+    contract,
+    disparity_samples,
+    importance_samples,
+    packed_from_padded,
+    ray_aabb_intersect,
+    uncontract,
+    uniform_samples,
+)
 from geo3d.render.volume import (
     BACKENDS,
     RenderedRays,
@@ -18,13 +34,24 @@ from geo3d.render.volume import (
 
 __all__ = [
     "BACKENDS",
+    "CONTRACTIONS",
+    "AABBIntersection",
+    "Intervals",
+    "PackedIntervals",
     "RenderError",
     "RenderedRays",
     "SampleWeights",
     "accumulate_along_rays",
+    "contract",
+    "disparity_samples",
+    "importance_samples",
     "packed_exclusive_cumsum",
+    "packed_from_padded",
+    "ray_aabb_intersect",
     "render_rays",
     "render_weights_from_alpha",
     "render_weights_from_density",
     "transmittance_from_alpha",
+    "uncontract",
+    "uniform_samples",
 ]
