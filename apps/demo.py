@@ -142,7 +142,7 @@ def run(config: Config) -> int:
     from geo3d.fields.methods import Resources, get_method
     from geo3d.io import read_capture, write_capture
     from geo3d.synthetic.generate import SynthConfig, generate_capture
-    from geo3d.utils import atomic_write_text
+    from geo3d.utils import atomic_write_text, json_ready
     from geo3d_apps.occupancy_data import make_teacher, text_encoder
     from geo3d_apps.eval_occupancy import SHIPPED_CHECKPOINT
     from geo3d_apps.info import format_summary, summarize_capture
@@ -188,13 +188,14 @@ def run(config: Config) -> int:
     for name, method_cls in method_classes.items():
         m_start = time.perf_counter()
         options = method_settings[name]
-        field = method_cls(options, resources).reconstruct(capture, 0)
+        method = method_cls(options, resources)
+        field = method.reconstruct(capture, 0)
         seconds = time.perf_counter() - m_start
         path = field.save(out / f"{name}.field.npz")
         fields[name] = field
         methods[name] = {"reconstruct_s": seconds, "occupied_voxels": field.num_occupied(),
                          "feature_voxels": field.num_features, "file_mb": path.stat().st_size / 1e6,
-                         "options": method_cls(options, resources).options_dict()}
+                         "options": method.options_dict()}
         print(f"    {name}: {field.num_occupied():,} occupied voxels, {field.num_features:,} with features, "
               f"{seconds:.1f} s")
     timings["reconstruct_s"] = time.perf_counter() - t
@@ -237,19 +238,7 @@ def run(config: Config) -> int:
         "peak_memory_mb": peak_memory_mb(),
     }
     write_report(out / "report.md", summary, pictures)
-    atomic_write_text(out / "summary.json", json.dumps(_json_ready(summary), indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(json_ready(summary), indent=2))
     print(f"done in {timings['total']:.0f} s: {out / 'report.md'} (fields, PLY files and pictures in {out})",
           file=sys.stdout)
     return 0
-
-
-def _json_ready(value):
-    import math
-
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    return value

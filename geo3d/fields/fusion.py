@@ -178,11 +178,12 @@ def frame_points(frame: Frame, world2ref: np.ndarray, teacher, options: FusionOp
 def class_labels(features: torch.Tensor, text_encoder) -> np.ndarray:
     """``[M]`` int16 zero-shot class (ids 1..16 of the Occ3D classes) of unit features ``[M, D]``."""
     from geo3d.language.prompts import SYNTHETIC_CLASS_PHRASES, encode_classes
+    from geo3d.occupancy.metrics import SEMANTIC_CLASSES, zero_shot_labels
 
     if len(features) == 0:
         return np.zeros(0, np.int16)
     classes = encode_classes(text_encoder, SYNTHETIC_CLASS_PHRASES).float().cpu()
-    return ((features.float() @ classes.T).argmax(1) + 1).numpy().astype(np.int16)
+    return zero_shot_labels(features.float().cpu(), classes, SEMANTIC_CLASSES).numpy().astype(np.int16)
 
 
 @register_method

@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 
 from geo3d.structures.capture import Capture
 from geo3d.structures.field import FieldError, OpenVocabField
+from geo3d.utils.jsonable import json_ready
 
 Progress = Callable[[str, int, int], None]
 """``progress(step, done, total)``: called by long steps of a method (e.g. to drive a progress bar)."""
@@ -86,17 +87,7 @@ class ReconstructionMethod(abc.ABC):
 
     def options_dict(self) -> dict[str, Any]:
         """The options as JSON-ready values (for the field's metadata)."""
-        return _json_ready(dataclasses.asdict(self.options))
-
-
-def _json_ready(value):
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+        return json_ready(dataclasses.asdict(self.options), other=str)
 
 
 _METHODS: dict[str, type[ReconstructionMethod]] = {}

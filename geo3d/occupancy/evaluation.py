@@ -66,6 +66,7 @@ from geo3d.occupancy.voxel_features import (
     _check_grid, _check_points_features, _check_voxel_mask, _nearest, _voxel_index, _voxelize, _zero_shot,
 )  # fmt: skip
 from geo3d.synthetic.occupancy import OccupancyGridSpec
+from geo3d.utils.jsonable import json_ready
 
 METHODS: tuple[str, ...] = ("model", "projection baseline", "oracle")
 """The evaluated methods, in report order (module docstring)."""
@@ -75,15 +76,6 @@ ORACLE_RETRIEVAL_NOTE = "retrieval is the projection baseline's (same points, sa
 
 
 # ----------------------------------------------------------------------------------------- results
-
-
-def _json_ready(value):
-    """``value`` with NaN floats as None, tuples as lists (strict JSON has no NaN)."""
-    if isinstance(value, float):
-        return None if math.isnan(value) else value
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    return [_json_ready(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 @dataclass(frozen=True)
@@ -127,7 +119,7 @@ class MethodResult:
         """JSON-ready dict of the fields (NaN written as null), plus ``excluded_queries``: the queries
         without any relevant point."""
         excluded = None if self.per_query_ap is None else [q for q, v in self.per_query_ap.items() if math.isnan(v)]
-        return _json_ready({**asdict(self), "excluded_queries": excluded})
+        return json_ready({**asdict(self), "excluded_queries": excluded})
 
 
 @dataclass(frozen=True)
@@ -166,7 +158,7 @@ class OccupancyEvaluation:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("methods", "inference_seconds")}
         data["inference"] = None if not self.inference_seconds else {
             "median_s": self.median_inference_s, "mean_s": self.mean_inference_s, "frames": len(self.inference_seconds)}
-        return {**_json_ready(data), "methods": {name: m.to_dict() for name, m in self.methods.items()}}
+        return {**json_ready(data), "methods": {name: m.to_dict() for name, m in self.methods.items()}}
 
     def to_json(self, indent: int = 2) -> str:
         """:meth:`to_dict` as strict JSON text."""
