@@ -46,6 +46,8 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command("demo", "demo", "Run the main job end to end on the built-in synthetic capture."),
     Command("eval", "eval", "Evaluate a trained model.", tasks=(
+        Task("nerf", "Render held-out views of a radiance field: PSNR, SSIM, LPIPS, time; export depth/points/mesh.",
+             "NerfConfig", "run_nerf", module="eval_nerf"),
         Task("occupancy", "Evaluate an occupancy checkpoint: IoU, zero-shot mIoU, retrieval mAP, baseline, oracle.",
              "OccupancyConfig", "run_occupancy", module="eval_occupancy"),
         Task("pointnet", "Evaluate a PointNet checkpoint: overall, mean class and per-class accuracy.",
@@ -56,6 +58,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("reconstruct", "reconstruct", "Reconstruct a capture into an open-vocabulary 3D field (fusion, pop3d)."),
     Command("synth", "synth", "Generate a synthetic multi-camera + LiDAR capture with full ground truth."),
     Command("train", "train", "Train a model (resumable; checkpoints and metrics in --out).", tasks=(
+        Task("nerf", "Fit a radiance field (voxel grid, hash grid or MLP) to a capture's posed images.",
+             "NerfConfig", "run_nerf", module="train_nerf"),
         Task("bev", "OccFeat: fine-tune a BEV segmentation head with few labels, with or without pre-training.",
              "BevConfig", "run_bev", module="train_bev"),
         Task("occupancy", "Train the open-vocabulary occupancy network (LiDAR occupancy + teacher distillation).",
