@@ -16,9 +16,11 @@ render time per image. ``--out DIR`` writes, atomically::
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,12 +130,12 @@ def run_nerf(config: NerfConfig) -> int:
     rows, points, colours = [], [], []
     for index, camera in enumerate(cameras):
         K, cam2world = torch.from_numpy(camera.K), torch.from_numpy(camera.cam2world)
-        start = __import__("time").perf_counter()
+        start = time.perf_counter()
         image = render_image(trainer.field, trainer.estimator, K, cam2world, camera.height, camera.width,
                              step_size=trainer.step_size, background=1.0, with_features=False,
                              alpha_threshold=trainer.config.alpha_threshold,
                              early_stop_eps=trainer.config.early_stop_eps)
-        seconds = __import__("time").perf_counter() - start
+        seconds = time.perf_counter() - start
         truth = ground_truth(camera)
         metrics = image_metrics(image.rgb, truth, with_lpips=True if config.lpips else None).as_dict()
         rows.append({"image": index, **{k: v for k, v in metrics.items() if v is not None},
@@ -146,7 +148,7 @@ def run_nerf(config: NerfConfig) -> int:
             side = torch.cat([image.rgb, truth], dim=1).mul(255).round().byte().numpy()
             atomic_write_bytes(out / "images" / f"{index:03d}.png", encode_png(side))
         if out is not None and config.depth:
-            buffer = __import__("io").BytesIO()
+            buffer = io.BytesIO()
             np.save(buffer, image.depth.numpy().astype(np.float32))
             atomic_write_bytes(out / "depth" / f"{index:03d}.npy", buffer.getvalue())
         if config.points:

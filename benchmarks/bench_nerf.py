@@ -18,36 +18,19 @@ on 4 test views every ``--every`` seconds, then PSNR / SSIM on all 10 test views
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from benchutil import machine_info, median_seconds, write_report  # noqa: E402
 
 LEGO = Path(__file__).resolve().parents[2] / "shared" / "data" / "lego_200"
-
-
-def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 class VectorMatrix(torch.nn.Module):
@@ -98,8 +81,8 @@ def bench_fields(args) -> dict:
             module.zero_grad(set_to_none=True)
             encoder(x).square().sum().backward()
 
-        results[name] = {"forward_s": median_time(forward, args.repeats),
-                         "forward_backward_s": median_time(forward_backward, args.repeats)}
+        results[name] = {"forward_s": median_seconds(forward, args.repeats),
+                         "forward_backward_s": median_seconds(forward_backward, args.repeats)}
         print(f"{name:32s} fwd {results[name]['forward_s'] * 1e3:7.1f} ms   "
               f"fwd+bwd {results[name]['forward_backward_s'] * 1e3:7.1f} ms", flush=True)
     base = results["dense grid 160^3 x 13"]["forward_backward_s"]
@@ -114,17 +97,18 @@ def bench_lego(args) -> dict:
     from geo3d.nerf.metrics import psnr, ssim
     from geo3d.nerf.renderer import render_image
     from geo3d.nerf.trainer import NerfTrainConfig, NerfTrainer
-    from geo3d_apps.config import load_preset
-    from geo3d_apps.train_nerf import ground_truth
+    from geo3d_apps.config import load_preset, resolve_preset
+    from geo3d_apps.train_nerf import NerfConfig, ground_truth, train_config
 
     capture = read_blender(args.data, "train")
     test = capture_cameras(read_blender(args.data, "test"))
     bank = rays_from_cameras(capture_cameras(capture))
-    preset = load_preset(NerfTrainConfig, "train/nerf", args.preset) if args.preset else {}
-    config = NerfTrainConfig(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in preset.items()
-                                if k in NerfTrainConfig.__dataclass_fields__})
+    config = (train_config(load_preset(NerfConfig, resolve_preset("train/nerf", args.preset))) if args.preset
+              else NerfTrainConfig())
     if args.field:
         config.field = args.field
+    if args.grid_lr:
+        config.grid_lr = args.grid_lr
     trainer = NerfTrainer(config, bank, scene_box(capture))
 
     def render(camera):
@@ -191,6 +175,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=LEGO)
     parser.add_argument("--preset", default="default")
     parser.add_argument("--field", default="")
+    parser.add_argument("--grid-lr", type=float, default=0.0)
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--picture", type=Path)
     parser.add_argument("--out", type=Path)
@@ -199,11 +184,8 @@ def main(argv=None) -> int:
         print(f"{args.data}: lego_200 not found (../shared/data)", file=sys.stderr)
         return 1
     result = bench_fields(args) if args.which == "fields" else bench_lego(args)
-    result = {"benchmark": f"nerf {args.which}", "machine": machine(), "date": time.strftime("%Y-%m-%d"), **result}
-    if args.out:
-        from geo3d.utils.atomic import atomic_write_text
-
-        atomic_write_text(args.out, json.dumps(result, indent=1))
+    write_report({"benchmark": f"nerf {args.which}", "machine": machine_info(), "date": time.strftime("%Y-%m-%d"),
+                  **result}, args.out)
     return 0
 
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from geo3d.nn.activations import trunc_exp
 from geo3d.nn.encodings import FrequencyEncoding, GridEncoding
 from geo3d.nn.grids import DenseGrid, spherical_harmonics
 
@@ -150,20 +151,6 @@ class DenseGridField(RadianceField):
         self.grid.resample(resolution, bounds)
 
 
-class _TruncExp(torch.autograd.Function):
-    """``exp(x)`` with the gradient of ``exp(min(x, 15))`` (Instant-NGP's density activation)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        ctx.save_for_backward(x)
-        return torch.exp(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return grad * torch.exp(x.clamp(max=15.0))
-
-
 class HashGridField(RadianceField):
     """Instant-NGP-style field: hash-grid encoding -> one-layer MLP -> (density, 15 geometry features);
     colour MLP on the geometry features and SH-encoded direction.
@@ -198,13 +185,13 @@ class HashGridField(RadianceField):
 
     def density(self, x: Tensor) -> Tensor:
         _check_points(x)
-        return _TruncExp.apply(self._geometry(x)[:, 0] - 1.0) * self.inside(x)
+        return trunc_exp(self._geometry(x)[:, 0] - 1.0) * self.inside(x)
 
     def forward(self, x: Tensor, d: Tensor) -> FieldOutput:
         _check_points(x)
         _check_points(d, "d", x)
         geometry = self._geometry(x)
-        density = _TruncExp.apply(geometry[:, 0] - 1.0) * self.inside(x)
+        density = trunc_exp(geometry[:, 0] - 1.0) * self.inside(x)
         inputs = geometry if self.sh_degree is None else torch.cat(
             [geometry, spherical_harmonics(d, self.sh_degree)], dim=-1)
         rgb = torch.sigmoid(self.rgb_net(inputs))

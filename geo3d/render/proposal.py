@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as tF
 from torch import Tensor, nn
 
+from geo3d.nn.activations import trunc_exp
 from geo3d.nn.encodings import GridEncoding
 from geo3d.nn.mlp import MLP
 from geo3d.render.samplers import (CONTRACTIONS, _check_alike, _check_count, _check_near_far, contract,
@@ -297,20 +298,6 @@ def distortion_loss(t_starts: Tensor, t_ends: Tensor, weights: Tensor) -> Tensor
 # ----------------------------------------------------------------------------------------- the module
 
 
-class _TruncExp(torch.autograd.Function):
-    """``exp(x)`` with the gradient of ``exp(min(x, 15))`` (Instant-NGP's density activation)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        ctx.save_for_backward(x)
-        return torch.exp(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        (x,) = ctx.saved_tensors
-        return grad * torch.exp(x.clamp(max=15.0))
-
-
 def _positive_int(value) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool) and value >= 1
 
@@ -398,7 +385,7 @@ class ProposalDensityField(nn.Module):
         if self.contraction is not None:
             points = contract(points, self.contraction)
         raw = self.mlp(self.encoding(points))[..., 0]
-        sigmas = _TruncExp.apply(raw - 1.0).to(points.dtype)
+        sigmas = trunc_exp(raw - 1.0).to(points.dtype)
         if self.contraction is None:
             low, high = self.encoding.bounds.to(points.dtype)
             sigmas = sigmas * ((points >= low) & (points <= high)).all(-1)
