@@ -168,7 +168,8 @@ def bench_lego(args) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("which", choices=("fields", "lego"))
+    parser.add_argument("which", nargs="?", default="fields", choices=("fields", "lego"),
+                        help="fields (default; what run_all.py runs) or lego (10 minutes of training)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--every", type=float, default=60.0)
