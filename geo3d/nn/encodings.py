@@ -224,7 +224,8 @@ class GridEncoding(nn.Module):
         weights = w[:, 0, :, None, None] * w[:, 1, None, :, None] * w[:, 2, None, None, :]  # [N, 2, 2, 2, L]
         rows = rows.reshape(len(x), 8, self.num_levels)
         weights = weights.reshape(len(x), 8, self.num_levels, 1).to(self.table.dtype)
-        features = self.table.index_select(0, rows.reshape(-1)).view(len(x), 8, self.num_levels, -1)
+        width = self.features_per_level
+        features = self.table.index_select(0, rows.reshape(-1)).view(len(x), 8, self.num_levels, width)
         encoded = (features * weights).sum(dim=1)  # [N, L, F]
         return encoded.reshape(*batch_shape, self.out_dim)
 

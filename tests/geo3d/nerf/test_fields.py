@@ -194,3 +194,13 @@ def test_fields_reject_bad_arguments(kind, kwargs, name):
 def test_dense_field_rejects_bad_initial_density(init):
     with pytest.raises(ValueError, match="init_density"):
         DenseGridField(AABB, resolution=4, init_density=init)
+
+
+@pytest.mark.parametrize("kind", ["dense", "hash", "mlp"])
+def test_fields_accept_zero_samples(kind):
+    # a render chunk whose rays all miss (or are all pruned) evaluates the field on no points
+    field = FIELDS[kind]((-1.0, -1.0, -1.0, 1.0, 1.0, 1.0), feature_dim=4)
+    empty = torch.zeros(0, 3)
+    out = field(empty, empty)
+    assert out.density.shape == (0,) and out.rgb.shape == (0, 3) and out.features.shape == (0, 4)
+    assert field.density(empty).shape == (0,)
