@@ -58,10 +58,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("reconstruct", "reconstruct", "Reconstruct a capture into an open-vocabulary 3D field (fusion, pop3d)."),
     Command("synth", "synth", "Generate a synthetic multi-camera + LiDAR capture with full ground truth."),
     Command("train", "train", "Train a model (resumable; checkpoints and metrics in --out).", tasks=(
-        Task("nerf", "Fit a radiance field (voxel grid, hash grid or MLP) to a capture's posed images.",
-             "NerfConfig", "run_nerf", module="train_nerf"),
         Task("bev", "OccFeat: fine-tune a BEV segmentation head with few labels, with or without pre-training.",
              "BevConfig", "run_bev", module="train_bev"),
+        Task("nerf", "Fit a radiance field (voxel grid, hash grid or MLP) to a capture's posed images.",
+             "NerfConfig", "run_nerf", module="train_nerf"),
         Task("occupancy", "Train the open-vocabulary occupancy network (LiDAR occupancy + teacher distillation).",
              "OccupancyConfig", "run_occupancy", module="train_occupancy"),
         Task("pointnet", "Train a PointNet shape classifier on the synthetic shape set or ModelNet40.",

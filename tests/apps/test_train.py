@@ -132,14 +132,14 @@ def test_task_table(capsys):
     assert main(["train", "--help"]) == 0
     assert "pointnet" in capsys.readouterr().out
     assert main(["train", "nerf-w"]) == 2
-    assert "unknown task 'nerf-w' (tasks: bev, occupancy, pointnet, sdf" in capsys.readouterr().err
+    assert "unknown task 'nerf-w' (tasks: bev, nerf, occupancy, pointnet, sdf" in capsys.readouterr().err
     assert main(["eval", "--help"]) == 0 and "pointnet" in capsys.readouterr().out
     assert main(["train", "pointnet", "--help"]) == 0
     help_text = capsys.readouterr().out
     assert all(text in help_text for text in ("geo3d train pointnet", "--num-points", "presets: default"))
     assert main(["--help"]) == 0
     listing = capsys.readouterr().out
-    assert "train" in listing and "Tasks: bev, occupancy, pointnet, sdf." in listing
+    assert "train" in listing and "Tasks: bev, nerf, occupancy, pointnet, sdf." in listing
 
 
 def test_default_preset_is_the_default_and_help_does_not_import_torch():
