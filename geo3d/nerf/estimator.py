@@ -23,6 +23,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from geo3d.nn.grids import check_box
 from geo3d.render import packed_exclusive_cumsum, ray_aabb_intersect
 
 DensityFn = Callable[[Tensor], Tensor]
@@ -50,9 +51,7 @@ class OccupancyGridEstimator(nn.Module):
 
     def __init__(self, aabb: Sequence[float] | Tensor, resolution: int = 128) -> None:
         super().__init__()
-        aabb = torch.as_tensor(aabb, dtype=torch.float32).reshape(-1)
-        if aabb.shape != (6,) or not torch.isfinite(aabb).all() or not (aabb[3:] > aabb[:3]).all():
-            raise ValueError(f"aabb must be 6 finite numbers (min xyz, max xyz) with max > min, got {aabb.tolist()}")
+        aabb = check_box(aabb, "aabb").float()
         if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 2:
             raise ValueError(f"resolution must be an integer >= 2, got {resolution!r}")
         self.resolution = resolution

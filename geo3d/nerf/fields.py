@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from geo3d.nn.activations import trunc_exp
 from geo3d.nn.encodings import FrequencyEncoding, GridEncoding
-from geo3d.nn.grids import DenseGrid, spherical_harmonics
+from geo3d.nn.grids import DenseGrid, check_box, spherical_harmonics
 
 
 class FieldOutput(NamedTuple):
@@ -71,9 +71,7 @@ class RadianceField(nn.Module):
 
     def __init__(self, aabb: Sequence[float] | Tensor, feature_dim: int = 0) -> None:
         super().__init__()
-        aabb = torch.as_tensor(aabb, dtype=torch.float32).reshape(-1)
-        if aabb.shape != (6,) or not torch.isfinite(aabb).all() or not (aabb[3:] > aabb[:3]).all():
-            raise ValueError(f"aabb must be 6 finite numbers (min xyz, max xyz) with max > min, got {aabb.tolist()}")
+        aabb = check_box(aabb, "aabb").float()
         if isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 0:
             raise ValueError(f"feature_dim must be an integer >= 0, got {feature_dim!r}")
         self.register_buffer("aabb", aabb)

@@ -51,10 +51,12 @@ class TrilinearGather(torch.autograd.Function):
         return grad_table, None, grad_weights
 
 
-def _check_box(bounds) -> Tensor:
+def check_box(bounds, name: str = "bounds") -> Tensor:
+    """``bounds`` as a float64 ``[6]`` box (min xyz, max xyz); ValueError naming ``name`` unless it is 6 finite
+    numbers with max > min."""
     bounds = torch.as_tensor(bounds, dtype=torch.float64).reshape(-1)
     if bounds.shape != (6,) or not torch.isfinite(bounds).all() or not (bounds[3:] > bounds[:3]).all():
-        raise ValueError(f"bounds must be 6 finite numbers (min xyz, max xyz) with max > min, got {bounds.tolist()}")
+        raise ValueError(f"{name} must be 6 finite numbers (min xyz, max xyz) with max > min, got {bounds.tolist()}")
     return bounds
 
 
@@ -85,7 +87,7 @@ class DenseGrid(nn.Module):
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels must be a positive integer, got {channels!r}")
         self.channels = channels
-        self.register_buffer("bounds", _check_box(bounds).float())
+        self.register_buffer("bounds", check_box(bounds).float())
         X, Y, Z = self.resolution
         table = torch.empty(X * Y * Z, channels)
         if isinstance(init, (int, float)):
@@ -141,7 +143,7 @@ class DenseGrid(nn.Module):
         interpolating the current grid at the new vertices (coarse-to-fine training, shrinking the box to the
         occupied part). The parameter is replaced: rebuild optimizers afterwards."""
         new = _check_resolution(resolution)
-        box = _check_box(self.bounds if bounds is None else bounds).to(self.table.device, torch.float32)
+        box = check_box(self.bounds if bounds is None else bounds).to(self.table.device, torch.float32)
         axes = [torch.linspace(float(box[a]), float(box[a + 3]), new[a], device=self.table.device) for a in range(3)]
         zz, yy, xx = torch.meshgrid(axes[2], axes[1], axes[0], indexing="ij")  # row i + X (j + Y k)
         vertices = torch.stack((xx, yy, zz), dim=-1).reshape(-1, 3)
